@@ -1,0 +1,5 @@
+import sys
+
+from chatforge.cli import main
+
+sys.exit(main())

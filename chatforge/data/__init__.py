@@ -1,0 +1,1 @@
+"""chatforge.data"""

@@ -1,0 +1,14 @@
+"""CLI for this stage. Placeholder until the stage lands; see docs/architecture.md."""
+
+from chatforge.common import ChatforgeError
+
+
+def _todo(args):
+    raise ChatforgeError(f"'{args.command}' is not built yet in this checkout")
+
+
+def register(sub):
+    p = sub.add_parser("train", help="pretraining and base-model sampling")
+    p.set_defaults(func=_todo)
+    p = sub.add_parser("sample", help="pretraining and base-model sampling")
+    p.set_defaults(func=_todo)
