@@ -1,0 +1,80 @@
+"""Extraction quality and speed: trafilatura (FineWeb settings) vs resiliparse main-content.
+
+Uses the 320 real pages of ../shared/data/web with trafilatura's own evaluation snippets:
+for each page, text the main content must contain (`with`) and boilerplate it must not
+(`without`). Scores as trafilatura's evaluation does: a found `with` snippet is a true
+positive, a missing one a false negative; a found `without` snippet a false positive.
+
+    python benchmarks/extraction_quality.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+
+from chatforge.common import shared_data_dir
+from chatforge.data.extract import extract_resiliparse, extract_trafilatura
+from chatforge.data.readers import decode_html
+
+
+def score(texts: dict, expected: dict) -> dict:
+    tp = fn = fp = tn = 0
+    for url, exp in expected.items():
+        text = " ".join((texts.get(url) or "").split())
+        for s in exp.get("with", []):
+            if " ".join(s.split()) in text:
+                tp += 1
+            else:
+                fn += 1
+        for s in exp.get("without", []):
+            if " ".join(s.split()) in text:
+                fp += 1
+            else:
+                tn += 1
+    p = tp / max(tp + fp, 1)
+    r = tp / max(tp + fn, 1)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9), "accuracy": (tp + tn) / max(tp + tn + fp + fn, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=0)
+    args = ap.parse_args()
+    shared = shared_data_dir()
+    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
+        print("skipped: ../shared/data/web is absent")
+        return 0
+    expected = json.loads((shared / "web" / "expected-snippets.json").read_text())
+    if args.limit:
+        expected = dict(list(expected.items())[: args.limit])
+    pages = {}
+    for url, exp in expected.items():
+        raw = gzip.open(shared / "web" / "pages" / exp["file"], "rb").read()
+        pages[url] = decode_html(raw)[0]
+    total_bytes = sum(len(h.encode()) for h in pages.values())
+    rows = []
+    for name, fn in (("trafilatura (FineWeb settings)", extract_trafilatura), ("resiliparse main_content", extract_resiliparse)):
+        fn(next(iter(pages.values())))  # warm-up: imports
+        texts, t0 = {}, time.perf_counter()
+        for url, html in pages.items():
+            try:
+                texts[url] = fn(html)
+            except Exception:
+                texts[url] = None
+        dt = time.perf_counter() - t0
+        rows.append((name, score(texts, expected), len(pages) / dt, total_bytes / dt / 1e6))
+    print(f"{len(pages)} pages, {total_bytes / 1e6:.1f} MB HTML, 1 core")
+    print(f"| extractor | precision | recall | F1 | accuracy | docs/s | MB/s |")
+    print(f"|---|---|---|---|---|---|---|")
+    for name, s, dps, mbs in rows:
+        print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {dps:.1f} | {mbs:.2f} |")
+    print(f"speed ratio resiliparse / trafilatura: {rows[1][2] / rows[0][2]:.1f}x; F1 difference: {rows[1][1]['f1'] - rows[0][1]['f1']:+.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
