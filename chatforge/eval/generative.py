@@ -1,9 +1,10 @@
 """Evaluations where the chat model writes an answer: GSM8K, HumanEval, chat probes.
 
-All of them talk to the model through one callable, `chat(messages, max_new_tokens=..., tools=...)`,
-which returns the assistant's reply as conversation content (a string, or a list of parts as in
-docs/architecture.md: text / python / python_output). `chatforge.eval.run` builds it from the
-inference engine; tests pass a fake. This keeps the scoring logic free of generation details.
+All of them talk to the model through one callable, `chat(conversations, max_new_tokens=..., tools=...)`:
+a batch of message lists in, one reply per conversation out, each as conversation content (a string,
+or a list of parts as in docs/architecture.md: text / python / python_output). `chatforge.eval.run`
+builds it on the inference engine (one batched generation per chunk); tests pass a fake. This keeps
+the scoring logic free of generation details.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def _jsonl(path: Path):
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+CHUNK = 16  # conversations per batched generation call
+
+
+def _chunks(items, size=CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def reply_text(content) -> str:
@@ -69,17 +78,19 @@ def load_gsm8k(path=None, limit=None) -> list[dict]:
 def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=None) -> dict:
     correct = calls = 0
     samples = []
-    for prob in problems:
-        reply = chat([{"role": "user", "content": prob["question"]}], max_new_tokens=max_new_tokens, tools=tools)
-        pred = extract_answer(reply_text(reply))
-        ok = answers_match(pred, prob["gold"])
-        correct += ok
-        calls += tool_calls(reply)
-        if len(samples) < 3:
-            samples.append({"question": prob["question"], "reply": reply_for_display(reply), "pred": pred,
-                            "gold": prob["gold"], "correct": ok})
+    for chunk in _chunks(problems):
+        replies = chat([[{"role": "user", "content": p["question"]}] for p in chunk],
+                       max_new_tokens=max_new_tokens, tools=tools)
+        for prob, reply in zip(chunk, replies):
+            pred = extract_answer(reply_text(reply))
+            ok = answers_match(pred, prob["gold"])
+            correct += ok
+            calls += tool_calls(reply)
+            if len(samples) < 3:
+                samples.append({"question": prob["question"], "reply": reply_for_display(reply), "pred": pred,
+                                "gold": prob["gold"], "correct": ok})
         if progress is not None:
-            progress(1)
+            progress(len(chunk))
     n = len(problems)
     return {"n": n, "acc": correct / n if n else None, "tool_calls_per_problem": calls / n if n else None,
             "samples": samples}
@@ -120,17 +131,18 @@ def eval_humaneval(chat, problems, max_new_tokens: int = 384, timeout: float = 1
 
     passed = 0
     samples = []
-    for prob in problems:
-        reply = chat([{"role": "user", "content": HUMANEVAL_INSTRUCTION.format(prompt=prob["prompt"])}],
-                     max_new_tokens=max_new_tokens, tools=False)
-        program = humaneval_program(prob, extract_code(reply_text(reply)))
-        result = run_python(program, timeout=timeout)
-        ok = result.exit_code == 0 and not result.timed_out
-        passed += ok
-        if len(samples) < 2:
-            samples.append({"task_id": prob["task_id"], "reply": reply_for_display(reply), "passed": ok})
+    for chunk in _chunks(problems):
+        replies = chat([[{"role": "user", "content": HUMANEVAL_INSTRUCTION.format(prompt=p["prompt"])}] for p in chunk],
+                       max_new_tokens=max_new_tokens, tools=False)
+        for prob, reply in zip(chunk, replies):
+            program = humaneval_program(prob, extract_code(reply_text(reply)))
+            result = run_python(program, timeout=timeout)
+            ok = result.exit_code == 0 and not result.timed_out
+            passed += ok
+            if len(samples) < 2:
+                samples.append({"task_id": prob["task_id"], "reply": reply_for_display(reply), "passed": ok})
         if progress is not None:
-            progress(1)
+            progress(len(chunk))
     n = len(problems)
     return {"n": n, "pass@1": passed / n if n else None, "samples": samples}
 
@@ -158,9 +170,10 @@ def load_chat_probes(root=None, limit=None) -> list[dict]:
 
 def run_chat_probes(chat, probes, max_new_tokens: int = 128, progress=None) -> list[dict]:
     out = []
-    for p in probes:
-        reply = chat([{"role": "user", "content": p["prompt"]}], max_new_tokens=max_new_tokens, tools=True)
-        out.append({**p, "answer": reply_for_display(reply, limit=2000)})
+    for chunk in _chunks(probes):
+        replies = chat([[{"role": "user", "content": p["prompt"]}] for p in chunk],
+                       max_new_tokens=max_new_tokens, tools=True)
+        out += [{**p, "answer": reply_for_display(r, limit=2000)} for p, r in zip(chunk, replies)]
         if progress is not None:
-            progress(1)
+            progress(len(chunk))
     return out

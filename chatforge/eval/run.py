@@ -40,13 +40,28 @@ def parse_tasks(spec: str | None, kind: str) -> list[str]:
 
 
 def make_chat(model, tokenizer, device="cpu", seed=0):
-    """The chat callable the generative tasks use, on the inference engine (greedy decoding)."""
-    from chatforge.infer.engine import Engine
+    """The chat callable the generative tasks use: the inference engine, greedy, one batched
+    generation per call. A prompt longer than the context gets an empty reply (scored as wrong)."""
+    from chatforge.infer.engine import Engine, Request, SamplingParams
+    from chatforge.infer.tools import default_tools
 
-    engine = Engine(model, tokenizer, device=device)
+    engine = Engine(model, tokenizer, tools=default_tools())
 
-    def chat(messages, max_new_tokens=256, tools=True):
-        return engine.reply(messages, max_new_tokens=max_new_tokens, temperature=0.0, tools=tools, seed=seed)
+    def chat(conversations, max_new_tokens=256, tools=True):
+        replies = [""] * len(conversations)
+        requests = {}
+        for i, messages in enumerate(conversations):
+            ids = tokenizer.render_for_completion(messages)
+            room = engine.max_context - len(ids) - 1
+            if room < 8:
+                continue
+            params = SamplingParams(max_tokens=min(max_new_tokens, room), temperature=0.0, seed=seed, use_tools=tools)
+            requests[i] = Request(ids, params)
+        if requests:
+            done = engine.run_to_completion(list(requests.values()))
+            for i, req in requests.items():
+                replies[i] = done[req.id][0].parts
+        return replies
 
     return chat
 

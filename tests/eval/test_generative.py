@@ -23,17 +23,19 @@ def test_eval_gsm8k_with_fake_chat():
     problems = [{"question": "2+2?", "gold": "4"}, {"question": "3*3?", "gold": "9"}]
     seen = []
 
-    def chat(messages, max_new_tokens, tools):
-        seen.append(tools)
-        q = messages[-1]["content"]
-        if q == "2+2?":
+    def answer(messages):
+        if messages[-1]["content"] == "2+2?":
             return [{"type": "python", "text": "2+2"}, {"type": "python_output", "text": "4"},
                     {"type": "text", "text": "#### 4"}]
         return "I think it is 8."
 
+    def chat(conversations, max_new_tokens, tools):
+        seen.append((len(conversations), tools))
+        return [answer(m) for m in conversations]
+
     r = eval_gsm8k(chat, problems, tools=True)
     assert r["n"] == 2 and r["acc"] == 0.5 and r["tool_calls_per_problem"] == 0.5
-    assert seen == [True, True]
+    assert seen == [(2, True)]  # one batched call
     assert r["samples"][1]["pred"] == "8" and not r["samples"][1]["correct"]
 
 
@@ -52,9 +54,9 @@ def test_eval_humaneval_runs_tests_in_the_sandbox():
     replies = iter(["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return a - b\n```",
                     "    while True: pass\n"])
 
-    def chat(messages, max_new_tokens, tools):
-        assert "def add(a, b):" in messages[0]["content"]
-        return next(replies)
+    def chat(conversations, max_new_tokens, tools):
+        assert all("def add(a, b):" in m[0]["content"] for m in conversations)
+        return [next(replies) for _ in conversations]
 
     r = eval_humaneval(chat, [PROBLEM] * 3, timeout=2.0)
     assert r["n"] == 3 and abs(r["pass@1"] - 1 / 3) < 1e-9
@@ -70,5 +72,5 @@ def test_real_sets_load(shared_data):
     exec(prog, {})
     probes = load_chat_probes(limit=6)
     assert [p["source"].split("/")[0] for p in probes[:2]] == ["self-instruct", "mt-bench"]
-    out = run_chat_probes(lambda m, max_new_tokens, tools: "ok", probes[:2])
+    out = run_chat_probes(lambda convs, max_new_tokens, tools: ["ok"] * len(convs), probes[:2])
     assert out[0]["answer"] == "ok" and out[0]["prompt"] == probes[0]["prompt"]
