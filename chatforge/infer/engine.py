@@ -1,0 +1,383 @@
+"""The generation engine: prefill + incremental decode over the model's KV cache, many rows at once.
+
+One `generate(requests)` call runs a static batch: every request contributes `n` rows. Distinct
+prompts are prefilled once each (left-padded to one length, padding masked out); rows of the same
+prompt then share a copy of its cache. Each decode step feeds one token per row: the sampled one,
+or, after a tool call, the next token of the tool's output (nanochat's "forced tokens"). Finished
+or cancelled rows are dropped from the cache so they cost nothing more.
+
+Per-row state machine (the conversation contract in docs/architecture.md):
+  text ... <|python_start|> code <|python_end|>  -> run the tool ->  forced:
+  <|output_start|> output <|output_end|>  -> text ... <|assistant_end|> (stop)
+`generate` yields, after every step, the events of that step (text deltas per part, token ids,
+log-probabilities, finish reasons), so callers can stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from chatforge.common import ChatforgeError
+from chatforge.infer.tools import OUTPUT_END, OUTPUT_START, Tool, ToolRegistry
+
+_ids = itertools.count()
+
+
+class ContextTooLong(ChatforgeError):
+    """The prompt does not fit in the model's context window (HTTP 400 in the server)."""
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256                # tokens the model may write (tool output not counted)
+    temperature: float = 1.0             # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None              # row i of a request uses seed + i
+    stop: tuple[str, ...] = ()           # stop strings (not included in the output)
+    stop_token_ids: tuple[int, ...] | None = None  # None: <|assistant_end|>, <|bos|> and turn starts
+    use_tools: bool = True
+
+    def validate(self) -> None:
+        if not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
+            raise ChatforgeError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if not (0 <= self.temperature <= 100):
+            raise ChatforgeError(f"temperature must be in [0, 100], got {self.temperature!r}")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            raise ChatforgeError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise ChatforgeError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ChatforgeError("stop strings must be non-empty strings")
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    id: int = field(default_factory=lambda: next(_ids))
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        """Stop this request's rows at the next step (thread-safe: call it from anywhere)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
+@dataclass
+class Event:
+    request: Request
+    index: int                           # which of the request's n rows
+    token: int | None = None             # the token appended this step (None on pure finish)
+    logprob: float | None = None         # log p(token) under the model; None for forced tokens
+    forced: bool = False
+    parts: list[tuple[str, str]] = field(default_factory=list)  # (part type, text delta)
+    finish_reason: str | None = None     # "stop" | "length" | "cancelled"
+
+
+@dataclass
+class Completion:
+    """A finished row: what `complete` returns and what the server turns into a choice."""
+    index: int
+    parts: list[dict]                    # [{"type": "text"|"python"|"python_output", "text": ...}]
+    token_ids: list[int]
+    logprobs: list[float | None]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int               # tokens the model wrote (tool output excluded)
+
+    @property
+    def text(self) -> str:
+        return "".join(p["text"] for p in self.parts if p["type"] == "text")
+
+
+def merge_parts(parts: list[dict], deltas: list[tuple[str, str]]) -> None:
+    """Append streamed (type, text) deltas onto a list of parts, joining runs of one type."""
+    for kind, text in deltas:
+        if parts and parts[-1]["type"] == kind and not parts[-1].get("_closed"):
+            parts[-1]["text"] += text
+        else:
+            parts.append({"type": kind, "text": text})
+
+
+class _Row:
+    """Decode state of one sequence."""
+
+    def __init__(self, req: Request, index: int, prompt_len: int, generator):
+        self.req, self.index, self.prompt_len, self.generator = req, index, prompt_len, generator
+        p = req.params
+        self.stop_strings = p.stop
+        self.hold = max((len(s) for s in p.stop), default=1) - 1  # chars held back for stop strings
+        self.n_sampled = 0
+        self.forced: list[int] = []
+        self.tool: Tool | None = None        # inside a tool call
+        self.call_ids: list[int] = []
+        self.call_emitted = 0
+        self.part_ids: list[int] = []        # ids of the current text run (decoded incrementally)
+        self.text = ""                       # all assistant text so far (stop-string search)
+        self.emitted = 0                     # chars of self.text already emitted
+        self.part_base = 0                   # len(self.text) when the current text run began
+        self.finish: str | None = None
+
+
+class Engine:
+    def __init__(self, model, tokenizer, tools: ToolRegistry | None = None, max_context: int | None = None):
+        self.model = model
+        self.tok = tokenizer
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.device = next(model.parameters()).device
+        self.max_context = int(max_context or model.config.seq_len)
+        sid = tokenizer.special_id
+        self.assistant_end = sid("<|assistant_end|>")
+        self.default_stops = frozenset(sid(t) for t in ("<|assistant_end|>", "<|bos|>", "<|user_start|>",
+                                                        "<|system_start|>", "<|assistant_start|>"))
+        self.tool_by_start = self.tools.by_start_id(tokenizer)
+        self.tool_ends = {sid(t.end) for t in self.tools}
+        self.output_start, self.output_end = sid(OUTPUT_START), sid(OUTPUT_END)
+        self.lock = threading.Lock()  # one batch on the model at a time
+
+    # ------------------------------------------------------------------------------------------
+    def chat_prompt(self, messages) -> list[int]:
+        """Prompt ids for a chat (ending with <|assistant_start|>), checked against the context."""
+        ids = self.tok.render_for_completion(messages)
+        self.check_prompt(ids)
+        return ids
+
+    def check_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise ChatforgeError("empty prompt; send at least one token of text")
+        if len(ids) >= self.max_context:
+            raise ContextTooLong(f"prompt is {len(ids)} tokens but the model's context is {self.max_context}; "
+                                 "shorten the conversation or the prompt")
+
+    def complete(self, prompt: list[int], params: SamplingParams | None = None, n: int = 1) -> list[Completion]:
+        """Run one request to the end; -> its n completions."""
+        req = Request(list(prompt), params or SamplingParams(), n)
+        return self.run_to_completion([req])[req.id]
+
+    def run_to_completion(self, requests: list[Request]) -> dict[int, list[Completion]]:
+        state = {r.id: [dict(parts=[], ids=[], lps=[], fin=None, sampled=0) for _ in range(r.n)] for r in requests}
+        for events in self.generate(requests):
+            for ev in events:
+                s = state[ev.request.id][ev.index]
+                if ev.token is not None:
+                    s["ids"].append(ev.token)
+                    s["lps"].append(ev.logprob)
+                    s["sampled"] += not ev.forced
+                merge_parts(s["parts"], ev.parts)
+                if ev.finish_reason:
+                    s["fin"] = ev.finish_reason
+        return {r.id: [Completion(i, s["parts"], s["ids"], s["lps"], s["fin"], len(r.prompt), s["sampled"])
+                       for i, s in enumerate(state[r.id])] for r in requests}
+
+    # ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: list[Request]) -> Iterator[list[Event]]:
+        """Yield the events of each decode step until every row of every request has finished."""
+        for r in requests:
+            r.params.validate()
+            self.check_prompt(r.prompt)
+        with self.lock:
+            yield from self._generate(requests)
+
+    def _generate(self, requests: list[Request]) -> Iterator[list[Event]]:
+        model, dev = self.model, self.device
+        # distinct prompts, prefilled once each, left-padded to a common length
+        uniq: dict[tuple, int] = {}
+        for r in requests:
+            uniq.setdefault(tuple(r.prompt), len(uniq))
+        prompts = list(uniq)
+        P = max(len(p) for p in prompts)
+        budget = max(r.params.max_tokens for r in requests)
+        if any(r.params.use_tools for r in requests) and len(self.tools):
+            budget += 1024  # room for forced tool output
+        max_len = min(self.max_context, P + budget)
+        ids = torch.full((len(prompts), P), self.tok.bos_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), P), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, P - len(p):] = torch.tensor(p)
+            mask[i, P - len(p):] = 1
+        ragged = bool((mask == 0).any())
+        cache = model.new_kv_cache(len(prompts), max_len)
+        logits = model(ids.to(dev), kv_cache=cache, attention_mask=mask.to(dev) if ragged else None)[:, -1]
+
+        rows: list[_Row] = []
+        src = []
+        for r in requests:
+            for i in range(r.n):
+                g = None
+                if r.params.seed is not None:
+                    g = torch.Generator(device=dev)
+                    g.manual_seed(int(r.params.seed) + i)
+                rows.append(_Row(r, i, len(r.prompt), g))
+                src.append(uniq[tuple(r.prompt)])
+        index = torch.tensor(src, device=dev)
+        _select_rows(cache, index)
+        logits = logits.index_select(0, index).float()
+
+        while rows:
+            events = self._step_tokens(rows, logits)
+            finished = [j for j, row in enumerate(rows) if row.finish]
+            if cache.pos >= cache.max_len:
+                for j, row in enumerate(rows):
+                    if not row.finish:
+                        ev = Event(row.req, row.index)
+                        self._finish(row, "length", ev)
+                        events.append(ev)
+                        finished.append(j)
+            yield events
+            if finished:
+                keep = [j for j, row in enumerate(rows) if not row.finish]
+                if not keep:
+                    return
+                if len(keep) < len(rows):
+                    _select_rows(cache, torch.tensor(keep, device=dev))
+                    rows = [rows[j] for j in keep]
+                    self._next_tokens = self._next_tokens[keep]
+            logits = model(self._next_tokens.to(dev)[:, None], kv_cache=cache)[:, -1].float()
+
+    # ------------------------------------------------------------------------------------------
+    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor) -> list[Event]:
+        """Pick every row's next token (forced, or sampled from `logits`) and update its state."""
+        sampled, logprobs = _sample_rows(logits, rows)
+        events, nxt = [], []
+        for j, row in enumerate(rows):
+            if row.req.cancelled and not row.finish:
+                row.finish = "cancelled"
+                events.append(Event(row.req, row.index, finish_reason="cancelled"))
+                nxt.append(self.tok.bos_id)
+                continue
+            if row.forced:
+                tok, lp, forced = row.forced.pop(0), None, True
+            else:
+                tok, lp, forced = sampled[j], logprobs[j], False
+                row.n_sampled += 1
+            ev = Event(row.req, row.index, tok, lp, forced)
+            self._advance(row, tok, forced, ev)
+            if not row.finish and not forced and row.n_sampled >= row.req.params.max_tokens:
+                self._finish(row, "length", ev)
+            events.append(ev)
+            nxt.append(tok)
+        self._next_tokens = torch.tensor(nxt, dtype=torch.long)
+        return events
+
+    def _advance(self, row: _Row, tok: int, forced: bool, ev: Event) -> None:
+        p = row.req.params
+        stops = self.default_stops if p.stop_token_ids is None else set(p.stop_token_ids)
+        if forced:
+            return  # tool output: already reported as a part when the tool ran
+        if row.tool is not None:  # inside a tool call
+            if tok in self.tool_ends or tok in stops or len(row.call_ids) >= row.tool.max_call_tokens:
+                self._run_tool(row, ev)
+                if tok in stops:
+                    self._finish(row, "stop", ev)
+                return
+            row.call_ids.append(tok)
+            code = self.tok.decode(row.call_ids)
+            if not code.endswith("\ufffd"):
+                ev.parts.append((row.tool.name, code[row.call_emitted:]))
+                row.call_emitted = len(code)
+            return
+        if tok in stops:
+            self._finish(row, "stop", ev)
+            return
+        if p.use_tools and tok in self.tool_by_start:
+            self._flush_text(row, ev, final=True)
+            row.tool, row.call_ids, row.call_emitted = self.tool_by_start[tok], [], 0
+            return
+        if self.tok.is_special(tok):
+            return  # stray special token (e.g. a tool token with tools off): not text
+        row.part_ids.append(tok)
+        self._flush_text(row, ev, final=False)
+
+    def _run_tool(self, row: _Row, ev: Event) -> None:
+        tool, code = row.tool, self.tok.decode(row.call_ids)
+        if len(code) > row.call_emitted:
+            ev.parts.append((tool.name, code[row.call_emitted:]))
+        out = self.tools.call(tool, code)
+        ev.parts.append((f"{tool.name}_output", out))
+        row.forced = [self.output_start, *self.tok.encode(out), self.output_end]
+        row.tool, row.call_ids = None, []
+        row.part_ids, row.part_base = [], len(row.text)
+
+    def _flush_text(self, row: _Row, ev: Event, final: bool) -> None:
+        """Emit the text decoded so far, holding back a possible partial UTF-8 char / stop string."""
+        part = self.tok.decode(row.part_ids)
+        if part.endswith("\ufffd") and not final:
+            part = part[:-1]  # maybe the first bytes of a multi-byte char: wait for the rest
+        row.text = row.text[:row.part_base] + part
+        if final:
+            row.part_ids, row.part_base = [], len(row.text)
+        limit = len(row.text)
+        for s in row.stop_strings:
+            k = row.text.find(s, max(0, row.emitted - len(s) + 1))
+            if k != -1:
+                row.text = row.text[:k]
+                limit = k
+                row.finish = "stop"
+        if not row.finish and not final:
+            limit -= row.hold
+        if limit > row.emitted:
+            ev.parts.append(("text", row.text[row.emitted:limit]))
+            row.emitted = limit
+        if row.finish:
+            ev.finish_reason = row.finish
+
+    def _finish(self, row: _Row, reason: str, ev: Event) -> None:
+        if row.tool is None:
+            self._flush_text(row, ev, final=True)
+        if not row.finish:
+            row.finish = reason
+        ev.finish_reason = row.finish
+
+
+def _select_rows(cache, index: torch.Tensor) -> None:
+    """Keep/duplicate batch rows of a KV cache (index into the batch dimension)."""
+    cache.k = cache.k.index_select(1, index)
+    cache.v = cache.v.index_select(1, index)
+    if cache.key_mask is not None:
+        cache.key_mask = cache.key_mask.index_select(0, index)
+    cache.batch_size = len(index)
+
+
+def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list[float]]:
+    """Sample one token per row under that row's own temperature/top-k/top-p/seed.
+
+    Vectorised over rows; only seeded rows draw one by one (each has its own generator).
+    Returns token ids and their log-probabilities under the unmodified model distribution.
+    """
+    B, V = logits.shape
+    dev = logits.device
+    logp = torch.log_softmax(logits, dim=-1)
+    temps = torch.tensor([r.req.params.temperature for r in rows], device=dev)
+    greedy = temps == 0
+    choice = logits.argmax(-1)
+    if not bool(greedy.all()):
+        x = logits / temps.clamp_min(1e-5)[:, None]
+        ks = [r.req.params.top_k or V for r in rows]
+        ps = [r.req.params.top_p if r.req.params.top_p is not None else 1.0 for r in rows]
+        if min(ks) < V or min(ps) < 1.0:
+            sx, order = torch.sort(x, dim=-1, descending=True)
+            rank = torch.arange(V, device=dev)[None, :]
+            drop = rank >= torch.tensor(ks, device=dev)[:, None]
+            probs = sx.softmax(-1)
+            drop |= (probs.cumsum(-1) - probs) > torch.tensor(ps, device=dev)[:, None]  # top-p nucleus
+            sx = sx.masked_fill(drop, float("-inf"))
+            x = torch.full_like(x, float("-inf")).scatter(-1, order, sx)
+        probs = x.softmax(-1)
+        drawn = torch.multinomial(probs, 1).squeeze(1)
+        for j, r in enumerate(rows):
+            if r.generator is not None and not bool(greedy[j]):
+                drawn[j] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
+        choice = torch.where(greedy, choice, drawn)
+    lp = logp.gather(1, choice[:, None]).squeeze(1)
+    return choice.tolist(), lp.tolist()

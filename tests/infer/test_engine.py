@@ -1,0 +1,152 @@
+"""The engine against plain full forward passes, batching, stops, cancellation and tool calls."""
+
+import pytest
+import torch
+
+from chatforge.infer.engine import ContextTooLong, Engine, Request, SamplingParams
+from chatforge.infer.tools import Tool, ToolRegistry, default_tools
+
+NO_STOPS = dict(stop_token_ids=(), use_tools=False)
+
+
+def full_forward_greedy(model, prompt, n):
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def prompts(tok):
+    texts = ["To be", "Once upon a time, in a land far away, there lived", "Hello world " * 6]
+    return [[tok.bos_id] + tok.encode(t) for t in texts]
+
+
+def test_greedy_equals_argmax_of_full_forward(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    for p in prompts(tiny_tokenizer):
+        c = eng.complete(p, SamplingParams(max_tokens=24, temperature=0, **NO_STOPS))[0]
+        assert c.token_ids == full_forward_greedy(tiny_model, p, 24)
+        assert c.finish_reason == "length" and c.completion_tokens == 24
+        # logprobs are those of the model's own distribution at each step
+        with torch.no_grad():
+            lp = torch.log_softmax(tiny_model(torch.tensor([p + c.token_ids]))[0].float(), -1)
+        want = [lp[len(p) - 1 + i, t].item() for i, t in enumerate(c.token_ids)]
+        assert c.logprobs == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("params", [dict(temperature=0), dict(temperature=0.9, top_p=0.9, top_k=50, seed=7)])
+def test_batched_equals_unbatched(tiny_model, tiny_tokenizer, params):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    sp = SamplingParams(max_tokens=16, **params, **NO_STOPS)
+    alone = [eng.complete(p, sp, n=2) for p in prompts(tiny_tokenizer)]
+    reqs = [Request(p, sp, n=2) for p in prompts(tiny_tokenizer)]
+    together = eng.run_to_completion(reqs)
+    for r, a in zip(reqs, alone):
+        for x, y in zip(together[r.id], a):
+            assert x.token_ids == y.token_ids
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
+def test_seed_reproducible_and_n_samples_differ(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    p = prompts(tiny_tokenizer)[1]
+    sp = SamplingParams(max_tokens=20, temperature=1.0, seed=123, **NO_STOPS)
+    a, b = eng.complete(p, sp, n=3), eng.complete(p, sp, n=3)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    assert len({tuple(c.token_ids) for c in a}) == 3
+
+
+def test_stop_token_and_stop_strings(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    p = prompts(tiny_tokenizer)[0]
+    free = eng.complete(p, SamplingParams(max_tokens=30, temperature=0, **NO_STOPS))[0]
+    # stop on the token the model emits at step 5: output ends just before it
+    stop_tok = free.token_ids[5]
+    first = free.token_ids.index(stop_tok)
+    c = eng.complete(p, SamplingParams(max_tokens=30, temperature=0, stop_token_ids=(stop_tok,), use_tools=False))[0]
+    assert c.finish_reason == "stop" and c.token_ids == free.token_ids[:first + 1]
+    # stop string taken from the middle of the free text: the text is cut right before it
+    text = tiny_tokenizer.decode(free.token_ids)
+    s = text[8:11]
+    c = eng.complete(p, SamplingParams(max_tokens=30, temperature=0, stop=(s,), **NO_STOPS))[0]
+    assert c.finish_reason == "stop" and c.text == text[:text.index(s)]
+
+
+def test_streaming_events_and_cancel(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    p = prompts(tiny_tokenizer)[0]
+    a, b = Request(p, SamplingParams(max_tokens=50, temperature=0, **NO_STOPS)), Request(p, SamplingParams(max_tokens=10, temperature=0, **NO_STOPS))
+    steps, fin = 0, {}
+    for events in eng.generate([a, b]):
+        steps += 1
+        if steps == 3:
+            a.cancel()
+        for ev in events:
+            if ev.finish_reason:
+                fin[ev.request.id] = ev.finish_reason
+    assert fin == {a.id: "cancelled", b.id: "length"} and steps == 10
+
+
+def test_prompt_too_long_is_a_clear_error(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    with pytest.raises(ContextTooLong, match="context is 256"):
+        eng.complete([1] * 300, SamplingParams(max_tokens=5))
+    # a long generation stops at the context edge with "length", no crash
+    c = eng.complete([1] * 250, SamplingParams(max_tokens=50, temperature=0, **NO_STOPS))[0]
+    assert c.finish_reason == "length" and len(c.token_ids) == 256 - 250 + 1  # last one needs no slot
+
+
+class ScriptedModel(torch.nn.Module):
+    """Writes a fixed script: text, a python call, then (after the engine's forced output) more text."""
+
+    def __init__(self, real, before, after, output_end):
+        super().__init__()
+        self.real, self.before, self.after, self.output_end = real, before, after, output_end
+        self.config = real.config
+
+    def new_kv_cache(self, *a, **k):
+        self.inputs = []
+        return self.real.new_kv_cache(*a, **k)
+
+    def forward(self, idx, kv_cache=None, attention_mask=None):
+        kv_cache.pos += idx.shape[1]
+        if kv_cache.pos > idx.shape[1]:
+            self.inputs.append(int(idx[0, -1]))
+        if self.output_end in self.inputs:
+            k = len(self.inputs) - 1 - self.inputs.index(self.output_end)
+            nxt = self.after[k]
+        else:
+            nxt = self.before[min(len(self.inputs), len(self.before) - 1)]
+        logits = torch.zeros(idx.shape[0], idx.shape[1], self.config.vocab_size)
+        logits[:, -1, nxt] = 10.0
+        return logits
+
+
+def test_tool_call_runs_in_sandbox_and_output_enters_context(tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    sid = tok.special_id
+    before = tok.encode("Let me compute. ") + [sid("python_start")] + tok.encode("print(6*7)") + [sid("python_end")]
+    after = tok.encode(" So 42.") + [sid("assistant_end")]
+    model = ScriptedModel(tiny_model, before, after, sid("output_end"))
+    eng = Engine(model, tok, default_tools())
+    c = eng.complete(eng.chat_prompt([{"role": "user", "content": "6*7?"}]), SamplingParams(temperature=0))[0]
+    assert c.parts == [{"type": "text", "text": "Let me compute. "}, {"type": "python", "text": "print(6*7)"},
+                       {"type": "python_output", "text": "42\n"}, {"type": "text", "text": " So 42."}]
+    assert c.finish_reason == "stop"
+    # the output went into the context between <|output_start|> and <|output_end|>
+    forced = [sid("output_start")] + tok.encode("42\n") + [sid("output_end")]
+    assert model.inputs[len(before):len(before) + len(forced)] == forced
+    assert c.completion_tokens == len(before) + len(after)
+
+
+def test_a_search_tool_plugs_in(tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    sid = tok.special_id
+    before = [sid("search_start")] + tok.encode("capital of France") + [sid("search_end")]
+    after = tok.encode("Paris") + [sid("assistant_end")]
+    reg = ToolRegistry([Tool("search", "<|search_start|>", "<|search_end|>", lambda q: f"results for {q}")])
+    eng = Engine(ScriptedModel(tiny_model, before, after, sid("output_end")), tok, reg)
+    c = eng.complete([tok.bos_id, 5], SamplingParams(temperature=0))[0]
+    assert [p["type"] for p in c.parts] == ["search", "search_output", "text"]
+    assert c.parts[1]["text"] == "results for capital of France"
