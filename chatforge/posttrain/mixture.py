@@ -155,6 +155,7 @@ class MixtureData:
     train: list[dict]
     val: list[dict]
     rows: list[dict]                      # one per set: name, source, available, epochs, train, val
+    val_sets: list[str] = field(default_factory=list)  # the set name of each val conversation
     skipped: dict = field(default_factory=dict)  # set name -> {reason: count}
 
 
@@ -163,7 +164,7 @@ def build_mixture(spec: dict) -> MixtureData:
     spec = validate_mixture(spec)
     seed = spec.get("seed", 0)
     vps = spec.get("val_per_set", 50)
-    train, val, rows, skipped = [], [], [], {}
+    train, val, val_sets, rows, skipped = [], [], [], [], {}
     for i, s in enumerate(spec["sets"]):
         name = s.get("name") or s["source"]
         fn, generated = SOURCES[s["source"]]
@@ -189,11 +190,12 @@ def build_mixture(spec: dict) -> MixtureData:
             picked += take[: n_train - len(picked)]
         train += picked
         val += held
+        val_sets += [name] * len(held)
         skipped[name] = {k: v for k, v in stats.items() if k != "read"}
         rows.append({"set": name, "source": s["source"], "available": len(pool),
                      "epochs": n_train / max(1, len(pool)), "train": n_train, "val": len(held)})
     random.Random(seed).shuffle(train)
-    return MixtureData(train=train, val=val, rows=rows, skipped=skipped)
+    return MixtureData(train=train, val=val, rows=rows, val_sets=val_sets, skipped=skipped)
 
 
 def format_mixture_table(data: MixtureData) -> str:

@@ -15,7 +15,9 @@ an optional `stats` Counter.
 
 from __future__ import annotations
 
+import ast
 import json
+import operator
 import re
 from collections import Counter
 from pathlib import Path
@@ -160,14 +162,43 @@ def read_hh_rlhf(path: str | Path | None = None, side: str = "chosen", stats: Co
 
 
 _CALC = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+        ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def arithmetic_value(expr: str):
+    """Value of a plain arithmetic expression (numbers, + - * / // % **, parentheses), else None.
+
+    Evaluated on the AST, never with eval: the data is not trusted code.
+    """
+    def ev(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(b) > 64:
+                raise ValueError("exponent too large")
+            return _OPS[type(node.op)](a, b)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.operand))
+        raise ValueError("not arithmetic")
+
+    try:
+        return ev(ast.parse(expr.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError):
+        return None
 
 
 def gsm8k_answer_parts(answer: str, tools: bool = True) -> list[dict] | str:
-    """A GSM8K worked solution as assistant parts: `<<48/2=24>>` -> python '48/2', output '24'.
+    """A GSM8K worked solution as assistant parts: `<<48/2=24>>` -> python '48/2', output '24.0'.
 
-    The text around each annotation stays as it is (it already repeats the result after the
-    annotation, e.g. '48/2 = <<48/2=24>>24 clips'), and the final '#### N' line is kept so
-    answers can be extracted. With tools=False the annotations are just removed.
+    The output part is what our python tool prints for the expression (the repr of its value, as
+    in a REPL), so training shows the model the same outputs the engine will force at chat time;
+    an annotation that is not plain arithmetic keeps the annotated result. The text around each
+    annotation stays as it is (it already repeats the result, e.g. '48/2 = <<48/2=24>>24 clips'),
+    and the final '#### N' line is kept so answers can be extracted. With tools=False the
+    annotations are just removed.
     """
     if not tools:
         return _CALC.sub("", answer).strip()
@@ -176,8 +207,9 @@ def gsm8k_answer_parts(answer: str, tools: bool = True) -> list[dict] | str:
     for m in _CALC.finditer(answer):
         if m.start() > pos:
             parts.append({"type": "text", "text": answer[pos:m.start()]})
+        value = arithmetic_value(m.group(1))
         parts.append({"type": "python", "text": m.group(1).strip()})
-        parts.append({"type": "python_output", "text": m.group(2).strip()})
+        parts.append({"type": "python_output", "text": repr(value) if value is not None else m.group(2).strip()})
         pos = m.end()
     if pos < len(answer):
         parts.append({"type": "text", "text": answer[pos:]})

@@ -75,10 +75,27 @@ def test_hh_real_file(shared_data):
 
 
 def test_gsm8k_annotations_become_tool_calls():
-    parts = sources.gsm8k_answer_parts("She sold 48/2 = <<48/2=24>>24 clips.\n#### 24")
+    parts = sources.gsm8k_answer_parts("She sold 48/2 = <<48/2=24>>24 clips, <<3+4=7>>7.\n#### 24")
     assert parts == [{"type": "text", "text": "She sold 48/2 = "}, {"type": "python", "text": "48/2"},
-                     {"type": "python_output", "text": "24"}, {"type": "text", "text": "24 clips.\n#### 24"}]
+                     {"type": "python_output", "text": "24.0"}, {"type": "text", "text": "24 clips, "},
+                     {"type": "python", "text": "3+4"}, {"type": "python_output", "text": "7"},
+                     {"type": "text", "text": "7.\n#### 24"}]
     assert sources.gsm8k_answer_parts("a <<2*3=6>>6\n#### 6", tools=False) == "a 6\n#### 6"
+
+
+def test_arithmetic_value_is_safe():
+    assert sources.arithmetic_value("(2+3)*4 - 1/2") == 19.5
+    assert sources.arithmetic_value("2**10") == 1024
+    assert sources.arithmetic_value("__import__('os').getcwd()") is None
+    assert sources.arithmetic_value("1/0") is None and sources.arithmetic_value("9**9**9") is None
+
+
+def test_gsm8k_output_matches_our_python_tool():
+    from chatforge.infer.sandbox import run_python
+
+    for expr in ("48/2", "48+24", "0.2*50", "100-50-30-15", "12/60"):
+        out = sources.gsm8k_answer_parts(f"<<{expr}=x>>")[1]["text"]
+        assert run_python(expr).as_tool_output().strip() == out
 
 
 def test_gsm8k_real_file(shared_data):
