@@ -1,0 +1,357 @@
+"""`chatforge data build`: inputs -> filtered, deduplicated, PII-scrubbed document shards.
+
+Three passes, each resumable:
+  1. per input task (a big file, or a group of small files), in N worker processes:
+       read -> url_filter -> extract -> language -> gopher_repetition -> gopher_quality -> c4
+       -> fineweb_quality -> minhash_signatures
+     writes work/task_K.jsonl.zst (surviving docs), work/task_K.sig.npy / .exact.npy (hashes),
+     and last work/task_K.stats.json, which marks the task done.
+  2. once, over all signatures: exact + MinHash LSH duplicates -> work/dedup_K.npy
+  3. per task, in workers: drop duplicates -> pii -> DIR/docs_K.jsonl.zst (+ work/out_K.stats.json)
+Then DIR/stats.json (every step's counts, merged over tasks) and a printed summary.
+
+A killed build restarts where it stopped: a task is redone only if its marker is missing,
+every file is written under a temporary name and renamed, so no document is written twice.
+Each step is a plain generator over documents, so `run_task` is what a distributed engine
+(Slurm array, Ray) would call with its (rank, world_size) share of the tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chatforge.common import ChatforgeError, atomic_path, atomic_write_json, human_bytes, shared_data_dir
+from chatforge.data.steps import Doc, StepStats, run_steps
+
+STAGE1_STEPS = ["read", "url_filter", "extract", "language", "gopher_repetition", "gopher_quality", "c4",
+                "fineweb_quality", "minhash_signatures"]
+STAGE3_STEPS = ["dedup", "pii"]
+
+
+@dataclass
+class BuildConfig:
+    """Every threshold of the pipeline. Defaults follow FineWeb's recipe."""
+
+    extractor: str = "trafilatura"        # or "resiliparse"; see docs/benchmarks.md "Data pipeline"
+    extract_timeout: float = 1.0          # seconds per page
+    languages: tuple = ("en",)            # empty: keep every language (still labelled)
+    language_threshold: float = 0.65
+    domain_blocklists: tuple | None = None  # None: UT1 adult list from ../shared/data when present
+    url_blocklists: tuple | None = None
+    extra_blocked_domains: tuple = ()
+    url_banned_words: bool = True
+    gopher_repetition: bool = True
+    gopher_quality: bool = True
+    c4: bool = True
+    fineweb_quality: bool = True
+    exact_dedup: bool = True
+    minhash_dedup: bool = True
+    minhash_ngrams: int = 5
+    minhash_bands: int = 14
+    minhash_rows: int = 8
+    pii: bool = True
+    text_key: str = "text"
+    text_chunk_words: int = 2000
+    task_bytes: int = 64 << 20            # small input files are grouped into tasks of about this size
+    overrides: dict = field(default_factory=dict)  # per-step keyword overrides, e.g. {"gopher_quality": {"min_doc_words": 20}}
+
+    def resolved_blocklists(self) -> tuple[tuple, tuple]:
+        doms, urls = self.domain_blocklists, self.url_blocklists
+        shared = shared_data_dir()
+        if doms is None:
+            p = shared / "blocklist" / "ut1-adult-domains.txt.xz" if shared else None
+            doms = (str(p),) if p and p.exists() else ()
+        if urls is None:
+            p = shared / "blocklist" / "ut1-adult-urls.txt.xz" if shared else None
+            urls = (str(p),) if p and p.exists() else ()
+        return tuple(doms), tuple(urls)
+
+
+def make_stage1_steps(cfg: BuildConfig) -> list:
+    from chatforge.data.dedup import MinHasher, Signatures
+    from chatforge.data.extract import Extractor
+    from chatforge.data.langid import LanguageFilter
+    from chatforge.data.quality import C4Lines, FineWebQuality, GopherQuality, GopherRepetition
+    from chatforge.data.url_filter import URLFilter
+
+    ov = cfg.overrides
+    doms, urls = cfg.resolved_blocklists()
+    steps = [URLFilter(doms, urls, cfg.extra_blocked_domains, cfg.url_banned_words, **ov.get("url_filter", {})),
+             Extractor(cfg.extractor, cfg.extract_timeout),
+             LanguageFilter(cfg.languages, cfg.language_threshold)]
+    for flag, cls in ((cfg.gopher_repetition, GopherRepetition), (cfg.gopher_quality, GopherQuality),
+                      (cfg.c4, C4Lines), (cfg.fineweb_quality, FineWebQuality)):
+        if flag:
+            steps.append(cls(**ov.get(cls.name, {})))
+    steps.append(Signatures(MinHasher(cfg.minhash_ngrams, cfg.minhash_bands, cfg.minhash_rows)))
+    return steps
+
+
+# ------------------------------------------------------------------ doc shard files
+
+def write_docs(path: Path, docs) -> int:
+    """Write docs as zstd-compressed JSONL, atomically. Returns the number written."""
+    import zstandard
+
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as raw:
+            with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as zf:
+                w = io.TextIOWrapper(zf, encoding="utf-8")
+                for d in docs:
+                    w.write(json.dumps(d.to_json(), ensure_ascii=False) + "\n")
+                    n += 1
+                w.flush()
+                w.detach()
+    return n
+
+
+def read_docs(path: Path):
+    """Yield Docs from a docs_*.jsonl.zst shard."""
+    import zstandard
+
+    with open(path, "rb") as raw:
+        with zstandard.ZstdDecompressor().stream_reader(raw) as zf:
+            for line in io.TextIOWrapper(zf, encoding="utf-8"):
+                o = json.loads(line)
+                yield Doc(o["id"], o["text"], o.get("url", ""), o.get("meta", {}))
+
+
+def doc_shards(docs_dir) -> list[Path]:
+    paths = sorted(Path(docs_dir).glob("docs_*.jsonl.zst"))
+    if not paths:
+        raise ChatforgeError(f"no docs_*.jsonl.zst shards in {docs_dir}; run `chatforge data build` first")
+    return paths
+
+
+# ------------------------------------------------------------------ tasks
+
+def plan_tasks(files: list[Path], task_bytes: int) -> list[list[str]]:
+    """Group input files (in order) into tasks of about task_bytes; a big file is its own task."""
+    tasks, cur, size = [], [], 0
+    for f in files:
+        s = f.stat().st_size
+        if cur and size + s > task_bytes:
+            tasks.append(cur)
+            cur, size = [], 0
+        cur.append(str(f))
+        size += s
+    if cur:
+        tasks.append(cur)
+    return tasks
+
+
+def _stats_list(steps_stats) -> list[dict]:
+    return [s.to_dict() for s in steps_stats]
+
+
+def run_task(k: int, files: list[str], work: str, cfg: BuildConfig) -> list[dict]:
+    """Pass 1 for one task. Returns its step stats (also written as the done marker)."""
+    from chatforge.data.readers import Reader
+
+    work = Path(work)
+    reader = Reader(cfg.text_key, cfg.text_chunk_words)
+    steps = make_stage1_steps(cfg)
+
+    def docs():
+        for f in files:
+            yield from reader.read(f)
+
+    out = run_steps(docs(), steps)
+    write_docs(work / f"task_{k:05d}.jsonl.zst", out)
+    sigs, exact = steps[-1].take()
+    for name, arr in (("sig", sigs), ("exact", exact)):
+        with atomic_path(work / f"task_{k:05d}.{name}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    stats = _stats_list([reader.stats] + [s.stats for s in steps])
+    atomic_write_json(work / f"task_{k:05d}.stats.json", stats)
+    return stats
+
+
+def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
+    """Pass 3 for one task: drop duplicates, redact PII, write the final shard."""
+    from chatforge.data.dedup import EXACT_DUP, NEAR_DUP
+    from chatforge.data.pii import PIIRedactor
+
+    out_dir = Path(out_dir)
+    work = out_dir / "work"
+    status = np.load(work / f"dedup_{k:05d}.npy")
+    dd = StepStats("dedup")
+    pii = PIIRedactor(emails=cfg.pii, ips=cfg.pii)
+
+    def kept():
+        t0 = time.perf_counter()
+        for i, doc in enumerate(read_docs(work / f"task_{k:05d}.jsonl.zst")):
+            dd.n_in += 1
+            s = int(status[i])
+            if s == EXACT_DUP:
+                dd.drop("exact_duplicate")
+            elif s == NEAR_DUP:
+                dd.drop("near_duplicate")
+            else:
+                dd.kept += 1
+                dd.bytes_out += len(doc.text.encode())
+                dd.seconds += time.perf_counter() - t0
+                yield doc
+                t0 = time.perf_counter()
+                continue
+            dd.bytes_in += len(doc.text.encode())
+        dd.seconds += time.perf_counter() - t0
+        dd.bytes_in += dd.bytes_out
+
+    write_docs(out_dir / f"docs_{k:05d}.jsonl.zst", pii(kept()))
+    stats = _stats_list([dd, pii.stats])
+    atomic_write_json(work / f"out_{k:05d}.stats.json", stats)
+    (work / f"task_{k:05d}.jsonl.zst").unlink(missing_ok=True)  # the final shard replaces it
+    return stats
+
+
+# ------------------------------------------------------------------ driver
+
+def _fingerprint(files: list[Path], cfg: BuildConfig) -> str:
+    h = hashlib.sha1()
+    for f in files:
+        h.update(str(f.resolve()).encode())
+        h.update(str(f.stat().st_size).encode())
+    h.update(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool):
+    """Run fn(*job) for each job in `workers` processes (in-process when workers == 1)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=quiet or not jobs, leave=False)
+    results = {}
+    if workers <= 1:
+        for job in jobs:
+            results[job[0]] = fn(*job)
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)) or 1, mp_context=mp.get_context("fork")) as ex:
+            futures = {ex.submit(fn, *job): job[0] for job in jobs}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    return results
+
+
+def merge_stats(per_task: list[list[dict]]) -> list[StepStats]:
+    merged: dict[str, StepStats] = {}
+    for stats in per_task:
+        for d in stats:
+            s = StepStats.from_dict(d)
+            if s.name in merged:
+                merged[s.name].merge(s)
+            else:
+                merged[s.name] = s
+    return list(merged.values())
+
+
+def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, quiet: bool = False) -> dict:
+    """Python API of `chatforge data build`. Returns the stats.json content."""
+    from chatforge.data.dedup import find_duplicates
+    from chatforge.data.readers import expand_inputs
+    from chatforge.data.url_filter import load_hashed_list
+
+    cfg = config or BuildConfig()
+    from chatforge.data.extract import get_backend
+
+    get_backend(cfg.extractor)  # fail fast on an unknown/uninstalled backend
+    t_start = time.perf_counter()
+    files = expand_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)])
+    out = Path(out_dir)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(files, cfg)
+    manifest = out / "build.json"
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if old.get("fingerprint") != fp:
+            raise ChatforgeError(f"{out} holds a build of other inputs or settings; use a new --out directory (or delete it)")
+    tasks = plan_tasks(files, cfg.task_bytes)
+    atomic_write_json(manifest, {"fingerprint": fp, "inputs": [str(f) for f in files], "tasks": tasks,
+                                 "config": dataclasses.asdict(cfg)})
+    # build blocklist caches once here, so forked workers only memory-map them
+    doms, urls = cfg.resolved_blocklists()
+    for p in doms:
+        load_hashed_list(p, "domain")
+    for p in urls:
+        load_hashed_list(p, "url")
+    if not doms and not quiet:
+        print("note: no domain blocklist (../shared/data/blocklist absent and none given); URL filter uses banned words only")
+
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    todo = [(k, t, str(work), cfg) for k, t in enumerate(tasks) if not (work / f"task_{k:05d}.stats.json").exists()]
+    if not quiet and len(todo) < len(tasks):
+        print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} tasks already filtered")
+    t1 = time.perf_counter()
+    _pool_map(run_task, todo, workers, "filter", quiet)
+    t_filter = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    marker = work / "dedup.json"
+    if not marker.exists():
+        statuses = find_duplicates([work / f"task_{k:05d}.sig.npy" for k in range(len(tasks))],
+                                   [work / f"task_{k:05d}.exact.npy" for k in range(len(tasks))],
+                                   cfg.minhash_bands, cfg.minhash_rows, cfg.exact_dedup, cfg.minhash_dedup)
+        for k, st in enumerate(statuses):
+            with atomic_path(work / f"dedup_{k:05d}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, st)
+        atomic_write_json(marker, {"tasks": len(tasks), "documents": int(sum(len(s) for s in statuses))})
+    t_dedup = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    todo = [(k, str(out), cfg) for k in range(len(tasks)) if not (work / f"out_{k:05d}.stats.json").exists()]
+    _pool_map(finish_task, todo, workers, "dedup+pii", quiet)
+    t_finish = time.perf_counter() - t3
+
+    per_task = [json.loads((work / f"task_{k:05d}.stats.json").read_text()) +
+                json.loads((work / f"out_{k:05d}.stats.json").read_text()) for k in range(len(tasks))]
+    steps = merge_stats(per_task)
+    by_name = {s.name: s for s in steps}
+    if "dedup" in by_name:
+        by_name["dedup"].counters["global_pass_seconds"] = round(t_dedup, 3)
+    final = by_name["pii"].kept if "pii" in by_name else 0
+    stats = {"inputs": [str(f) for f in files], "tasks": len(tasks), "workers": workers,
+             "documents_out": final, "bytes_out": by_name["pii"].bytes_out if "pii" in by_name else 0,
+             "wall_seconds": {"filter": round(t_filter, 3), "dedup": round(t_dedup, 3), "finish": round(t_finish, 3),
+                              "total": round(time.perf_counter() - t_start, 3)},
+             "steps": [s.to_dict() for s in steps],
+             "shards": [f"docs_{k:05d}.jsonl.zst" for k in range(len(tasks))]}
+    atomic_write_json(out / "stats.json", stats)
+    if not quiet:
+        print(format_summary(stats))
+    return stats
+
+
+def format_summary(stats: dict) -> str:
+    lines = [f"{'step':<20} {'in':>9} {'kept':>9} {'dropped':>9} {'MB in':>9} {'MB out':>9} {'sec':>8}  top drop reasons"]
+    for s in stats["steps"]:
+        drops = sorted(s["dropped"].items(), key=lambda kv: -kv[1])
+        why = ", ".join(f"{k} {v}" for k, v in drops[:4]) + (" ..." if len(drops) > 4 else "")
+        extra = {k: v for k, v in s.get("counters", {}).items() if k in ("emails", "ips", "no_url", "passed_through_text")}
+        if extra:
+            why += ("; " if why else "") + ", ".join(f"{k} {v}" for k, v in extra.items())
+        lines.append(f"{s['name']:<20} {s['in']:>9,} {s['kept']:>9,} {s['in'] - s['kept']:>9,} "
+                     f"{s['bytes_in'] / 1e6:>9.2f} {s['bytes_out'] / 1e6:>9.2f} {s['seconds']:>8.2f}  {why}")
+    w = stats["wall_seconds"]
+    lines.append(f"{stats['documents_out']:,} documents ({human_bytes(stats['bytes_out'])} of text) in "
+                 f"{len(stats['shards'])} shard(s); wall {w['total']:.1f}s (filter {w['filter']:.1f}s, "
+                 f"dedup {w['dedup']:.1f}s, finish {w['finish']:.1f}s) with {stats['workers']} worker(s)")
+    return "\n".join(lines)
