@@ -10,3 +10,22 @@ def shared_data():
     if d is None:
         pytest.skip("../shared/data is absent (set CHATFORGE_SHARED_DATA to point at it)")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A small real tokenizer (vocab 512, specials included), trained in about a second on
+    tinyshakespeare from ../shared/data, or on this repo's own .py/.md files when that is absent.
+    Saved to a temp dir: `tok.path` is its directory (run dirs can copy it)."""
+    from chatforge.common import REPO_ROOT
+    from chatforge.tokenizer import train_from_texts
+
+    d = shared_data_dir()
+    if d is not None and (d / "text" / "tinyshakespeare.txt").is_file():
+        texts = [(d / "text" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]]
+    else:
+        files = sorted(p for ext in ("*.py", "*.md") for p in (REPO_ROOT / "chatforge").rglob(ext))
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    tok = train_from_texts(texts, 512, num_proc=1, progress=False)
+    tok.save(tmp_path_factory.mktemp("tiny_tokenizer"))
+    return tok
