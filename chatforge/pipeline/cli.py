@@ -1,12 +1,32 @@
-"""CLI for this stage. Placeholder until the stage lands; see docs/architecture.md."""
+"""`chatforge speedrun`: the whole pipeline in one resumable command (see pipeline/speedrun.py)."""
 
-from chatforge.common import ChatforgeError
+from __future__ import annotations
 
 
-def _todo(args):
-    raise ChatforgeError(f"'{args.command}' is not built yet in this checkout")
+def _speedrun(args):
+    from chatforge.pipeline.presets import get_preset
+    from chatforge.pipeline.speedrun import speedrun
+
+    preset = get_preset("smoke" if args.smoke else args.preset)
+    out = args.out or f"runs/{preset.name}"
+    speedrun(preset, out, inputs=args.inputs, device=args.device, time_limit=args.time_limit,
+             until=args.until, dry_run=args.dry_run)
 
 
 def register(sub):
-    p = sub.add_parser("speedrun", help="the whole pipeline in one command")
-    p.set_defaults(func=_todo)
+    from chatforge.pipeline.presets import PRESETS
+
+    p = sub.add_parser("speedrun", help="the whole pipeline in one command: raw text -> chat model + report",
+                       description="data -> tokenizer -> pretrain -> SFT -> eval -> DIR/report.md; "
+                                   "rerun the same command to resume after a kill")
+    p.add_argument("--preset", default="cpu-tiny", choices=list(PRESETS),
+                   help="cpu-tiny (default; 2 CPU cores, offline, <= 15 min), gpu-d12 (one H100), gpu-d20 (8 GPUs)")
+    p.add_argument("--out", help="run directory (default runs/<preset>)")
+    p.add_argument("--smoke", action="store_true", help="a much smaller variant for CI (about a minute)")
+    p.add_argument("--inputs", nargs="+", help="raw inputs instead of the preset's (files, dirs, globs)")
+    p.add_argument("--device", help="cpu / cuda (default: the preset's, else cuda when present)")
+    p.add_argument("--time-limit", type=float, help="seconds; stop (resumably) when reached, e.g. 500 for a "
+                   "chain of < 9-minute calls")
+    p.add_argument("--until", help="stop after this stage (data, tokenizer, tokenize, pretrain, sft, eval-base, eval-sft)")
+    p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
+    p.set_defaults(func=_speedrun)

@@ -1,0 +1,88 @@
+"""Speedrun presets: every knob of one end-to-end run, in one readable place.
+
+cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d4 model (~5M
+           parameters) on a few MB of real text, a short SFT, evaluations on small samples.
+smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
+gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters). Each stage is one
+           resumable command; pass `--time-limit 500` to run it as a chain of < 9-minute calls.
+gpu-d20    8 H100s (torchrun), the nanochat-scale run: a d20 model (~500M parameters) on ~10B
+           tokens of FineWeb-like data. Documented here; it needs data we do not have offline,
+           so run it with --inputs pointing at real shards (or on one GPU with fewer tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from chatforge.common import ChatforgeError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    # data: which inputs (see pipeline.inputs) and how much of them
+    inputs: str = "shared"          # "shared" / "shared-small" (../shared/data, else local text) or "local"
+    input_max_mb: float = 30.0      # cap on text collected from this machine when local
+    # tokenizer
+    vocab_size: int = 4096
+    tokenizer_max_mb: float = 8.0   # text the BPE trainer sees
+    # pretraining
+    model: str = "d4"
+    seq_len: int = 256
+    train_tokens: int = 6_000_000
+    batch_tokens: int = 8192
+    train_extra: tuple[str, ...] = ()
+    # SFT
+    sft_mix: str = "default"
+    sft_steps: int = 150
+    sft_batch_size: int = 8
+    sft_extra: tuple[str, ...] = ()
+    # eval caps (0 = whole set)
+    eval_limits: dict = field(default_factory=lambda: {
+        "bpb_tokens": 50_000, "limit_mc": 200, "limit_gsm8k": 32, "limit_humaneval": 16, "limit_probes": 8})
+    device: str | None = None       # None: cuda when present, else cpu
+    nproc: int = 1                  # GPUs for torchrun
+    usd_per_hour: float = 0.0
+    cost_note: str = ""
+
+
+PRESETS = {
+    "cpu-tiny": Preset(
+        name="cpu-tiny",
+        description="2 CPU cores, offline, <= 15 min: d4 model on a few MB of real text",
+        device="cpu",
+    ),
+    "smoke": Preset(
+        name="smoke",
+        description="CI smoke run: the whole chain on tiny settings in about a minute",
+        inputs="shared-small", input_max_mb=3.0, vocab_size=512, tokenizer_max_mb=0.5, model="d2", seq_len=128,
+        train_tokens=60_000, batch_tokens=2048, sft_steps=8, sft_batch_size=4,
+        eval_limits={"bpb_tokens": 2000, "limit_mc": 12, "limit_gsm8k": 4, "limit_humaneval": 2, "limit_probes": 2},
+        device="cpu",
+    ),
+    "gpu-d12": Preset(
+        name="gpu-d12",
+        description="one H100, under an hour: d12 model, vocab 32768, context 2048",
+        vocab_size=32768, tokenizer_max_mb=200, model="d12", seq_len=2048,
+        train_tokens=2_000_000_000, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
+        eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
+        usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
+    ),
+    "gpu-d20": Preset(
+        name="gpu-d20",
+        description="8 H100s (torchrun), nanochat scale: d20 model, ~10B tokens",
+        vocab_size=65536, tokenizer_max_mb=2000, model="d20", seq_len=2048,
+        train_tokens=10_000_000_000, batch_tokens=524_288, sft_steps=1000, sft_batch_size=32,
+        eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
+        nproc=8, usd_per_hour=24.0, cost_note="8 H100s at a typical on-demand price",
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    if name not in PRESETS:
+        raise ChatforgeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(p, **overrides) if overrides else p

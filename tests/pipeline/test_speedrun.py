@@ -1,0 +1,101 @@
+import json
+import sys
+
+import pytest
+
+from chatforge.common import ChatforgeError
+from chatforge.pipeline import speedrun as sr
+from chatforge.pipeline.presets import get_preset
+
+
+class FakeStage(sr.Stage):
+    """Runs a tiny python command that makes the stage's output (or fails), instead of chatforge."""
+
+    def exec_argv(self, resume=False):
+        code = (f"import pathlib, sys; p = pathlib.Path({str(self.output)!r}); "
+                f"p.parent.mkdir(parents=True, exist_ok=True); "
+                f"log = p.parent.parent / 'calls.txt'; log.open('a').write({self.name!r} + ({resume!r} and ' resume' or '') + '\\n'); "
+                f"sys.exit(3) if (p.parent.parent / 'fail_{self.name}').exists() else p.write_text('ok')")
+        return [sys.executable, "-c", code]
+
+
+def fake_plan(preset, out, inputs, device):
+    return [FakeStage(name, ["fake", name, preset.model], out / name / "out.txt",
+                      resume_flag="--resume" if name == "pretrain" else None)
+            for name in ("data", "tokenizer", "pretrain", "sft")]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setattr(sr, "plan", fake_plan)
+    monkeypatch.setattr(sr, "_tokenizer_samples", lambda: [])
+    return tmp_path / "run"
+
+
+def calls(out):
+    return (out / "calls.txt").read_text().split("\n")[:-1]
+
+
+def test_runs_all_then_skips_all(fake, capsys):
+    preset = get_preset("smoke")
+    report = sr.speedrun(preset, fake, inputs=["x.txt"])
+    assert report == fake / "report.md" and report.is_file()
+    assert calls(fake) == ["data", "tokenizer", "pretrain", "sft"]
+    timings = json.loads((fake / "timings.json").read_text())
+    assert set(timings["stages"]) == {"data", "tokenizer", "pretrain", "sft"}
+    assert all(s["status"] == "ran" for s in timings["stages"].values())
+    printed = capsys.readouterr().out
+    assert "$ chatforge fake pretrain d2" in printed  # the command a user can rerun by hand
+
+    sr.speedrun(preset, fake, inputs=["x.txt"])
+    assert calls(fake) == ["data", "tokenizer", "pretrain", "sft"]  # nothing reran
+    assert "done earlier" in capsys.readouterr().out
+    assert "## Time and cost per stage" in report.read_text()
+
+
+def test_killed_run_resumes_at_the_failed_stage(fake):
+    preset = get_preset("smoke")
+    fake.mkdir(parents=True)
+    (fake / "fail_pretrain").write_text("")
+    (fake / "pretrain").mkdir()
+    (fake / "pretrain" / "checkpoint").mkdir()  # a checkpoint left by the interrupted attempt
+    with pytest.raises(ChatforgeError, match="stage pretrain failed"):
+        sr.speedrun(preset, fake, inputs=["x.txt"])
+    assert calls(fake) == ["data", "tokenizer", "pretrain resume"]
+    (fake / "fail_pretrain").unlink()
+    sr.speedrun(preset, fake, inputs=["x.txt"])
+    assert calls(fake)[3:] == ["pretrain resume", "sft"]  # data and tokenizer were not redone
+
+
+def test_changed_command_reruns_that_stage_and_everything_after(fake):
+    sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"])
+    # a different model preset changes the commands of every fake stage: all rerun
+    sr.speedrun(get_preset("smoke", model="d3"), fake, inputs=["x.txt"])
+    assert calls(fake)[4:] == ["data", "tokenizer", "pretrain", "sft"]
+    # an output deleted by hand: that stage and the later ones rerun
+    (fake / "pretrain" / "out.txt").unlink()
+    sr.speedrun(get_preset("smoke", model="d3"), fake, inputs=["x.txt"])
+    assert calls(fake)[8:] == ["pretrain", "sft"]
+
+
+def test_until_and_dry_run(fake, capsys):
+    assert sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], until="tokenizer") is None
+    assert calls(fake) == ["data", "tokenizer"]
+    with pytest.raises(ChatforgeError, match="not a stage"):
+        sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], until="nope")
+    sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], dry_run=True)
+    assert calls(fake) == ["data", "tokenizer"]
+
+
+def test_presets_and_real_plan(tmp_path):
+    with pytest.raises(ChatforgeError):
+        get_preset("nope")
+    p = get_preset("gpu-d20")
+    stages = sr.plan(p, tmp_path, ["in.txt"], "cuda")
+    names = [s.name for s in stages]
+    assert names == ["data", "tokenizer", "tokenize", "pretrain", "sft", "eval-base", "eval-sft"]
+    pre = stages[names.index("pretrain")]
+    assert pre.command().startswith("torchrun --standalone --nproc_per_node=8 -m chatforge train --preset d20")
+    assert pre.exec_argv(resume=True)[-1] == "--resume"
+    tiny = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu")
+    assert tiny[3].command().startswith("chatforge train --preset d4")
