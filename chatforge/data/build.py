@@ -136,8 +136,13 @@ def doc_shards(docs_dir) -> list[Path]:
 
 # ------------------------------------------------------------------ tasks
 
-def plan_tasks(files: list[Path], task_bytes: int) -> list[list[str]]:
-    """Group input files (in order) into tasks of about task_bytes; a big file is its own task."""
+def plan_tasks(files: list[Path], task_bytes: int, workers: int = 1) -> list[list[str]]:
+    """Group input files (in order) into tasks of about task_bytes; a big file is its own task.
+
+    Tasks are made small enough that every worker gets a few (~4 per worker) when files allow.
+    """
+    total = sum(f.stat().st_size for f in files)
+    task_bytes = max(1, min(task_bytes, total // (4 * workers) + 1))
     tasks, cur, size = [], [], 0
     for f in files:
         s = f.stat().st_size
@@ -283,7 +288,11 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
         old = json.loads(manifest.read_text())
         if old.get("fingerprint") != fp:
             raise ChatforgeError(f"{out} holds a build of other inputs or settings; use a new --out directory (or delete it)")
-    tasks = plan_tasks(files, cfg.task_bytes)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    if manifest.exists():
+        tasks = json.loads(manifest.read_text())["tasks"]  # a resumed build keeps its task plan
+    else:
+        tasks = plan_tasks(files, cfg.task_bytes, workers)
     atomic_write_json(manifest, {"fingerprint": fp, "inputs": [str(f) for f in files], "tasks": tasks,
                                  "config": dataclasses.asdict(cfg)})
     # build blocklist caches once here, so forked workers only memory-map them
@@ -295,7 +304,6 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
     if not doms and not quiet:
         print("note: no domain blocklist (../shared/data/blocklist absent and none given); URL filter uses banned words only")
 
-    workers = max(1, int(workers or os.cpu_count() or 1))
     todo = [(k, t, str(work), cfg) for k, t in enumerate(tasks) if not (work / f"task_{k:05d}.stats.json").exists()]
     if not quiet and len(todo) < len(tasks):
         print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} tasks already filtered")

@@ -159,6 +159,21 @@ def decode_html(data: bytes, content_type: str | None = None) -> tuple[str, str]
 
 # ---------------------------------------------------------------- readers
 
+def unwrap(para: str) -> str:
+    """Join a hard-wrapped paragraph (Gutenberg wraps at ~70 columns) into one line.
+
+    Only when it looks wrapped: most lines but the last are 50-80 characters long.
+    Verse, dialogue and lists (short lines) keep their line breaks.
+    """
+    lines = para.split("\n")
+    if len(lines) < 2:
+        return para
+    body = lines[:-1]
+    if sum(50 <= len(ln) <= 80 for ln in body) >= 0.6 * len(body):
+        return " ".join(ln.strip() for ln in lines)
+    return para
+
+
 class Reader:
     """Iterates one file's documents; counts each record/line in `stats` (read step)."""
 
@@ -350,12 +365,12 @@ class Reader:
         m = re.search(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
         if m:
             text = text[m.end():]
-            e = re.search(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", text, re.M | re.I)
+            e = re.search(r"^(\*\*\* ?END OF (THE|THIS)|\s*End of (the )?Project Gutenberg)", text, re.M | re.I)
             if e:
                 text = text[:e.start()]
         buf, words, k = [], 0, 0
         for para in re.split(r"\n\s*\n", text):
-            para = para.strip("\n")
+            para = unwrap(para.strip("\n"))
             if not para.strip():
                 continue
             buf.append(para)

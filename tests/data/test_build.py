@@ -1,0 +1,106 @@
+"""End to end `build` over real pages packed into WARC files, with planted cases (see conftest)."""
+
+from __future__ import annotations
+
+import json
+
+from chatforge.data.build import BuildConfig, build, read_docs
+
+
+def _docs(out):
+    return [d for p in sorted(out.glob("docs_*.jsonl.zst")) for d in read_docs(p)]
+
+
+def _step(stats, name):
+    return next(s for s in stats["steps"] if s["name"] == name)
+
+
+def test_stats_consistent(planted):
+    stats = json.loads((planted["out"] / "stats.json").read_text())
+    steps = stats["steps"]
+    assert [s["name"] for s in steps] == ["read", "url_filter", "extract", "language", "gopher_repetition",
+                                          "gopher_quality", "c4", "fineweb_quality", "minhash_signatures", "dedup", "pii"]
+    for s in steps:
+        assert s["in"] == s["kept"] + sum(s["dropped"].values()), s["name"]
+    for a, b in zip(steps, steps[1:]):
+        assert b["in"] == a["kept"], (a["name"], b["name"])
+    assert stats["documents_out"] == steps[-1]["kept"] == len(_docs(planted["out"]))
+
+
+def test_planted_duplicates_removed(planted):
+    docs = _docs(planted["out"])
+    dd = _step(planted["stats"], "dedup")
+    assert dd["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}
+    marker = planted["exp"]["with"][1]
+    assert sum(marker in d.text for d in docs) == 1  # one of original / mirror / near copy survives
+    kept = next(d for d in docs if marker in d.text)
+    assert kept.url == planted["url"]  # the first in input order is the one kept
+
+
+def test_planted_pii_redacted(planted):
+    docs = _docs(planted["out"])
+    pii_doc = next(d for d in docs if d.url == planted["pii_url"])
+    assert "jane.roe@gmail.com" not in pii_doc.text and "93.184.216.34" not in pii_doc.text
+    assert "example." in pii_doc.text  # the placeholder address
+    c = _step(planted["stats"], "pii")["counters"]
+    assert c["emails"] >= 1 and c["ips"] >= 1
+
+
+def test_non_english_and_blocklisted_dropped(planted):
+    docs = _docs(planted["out"])
+    assert not any(d.url == planted["de_url"] for d in docs)
+    assert _step(planted["stats"], "language")["dropped"].get("language_not_kept", 0) >= 1
+    assert _step(planted["stats"], "url_filter")["dropped"] == {"blocklisted_domain": 1}
+    assert not any("0-1sex" in d.url for d in docs)
+    for d in docs:
+        assert d.meta["language"] == "en" and d.meta["language_score"] >= 0.65
+
+
+def test_boilerplate_gone_from_real_page(planted):
+    doc = next(d for d in _docs(planted["out"]) if d.url == planted["url"])
+    flat = " ".join(doc.text.split())
+    for s in planted["exp"]["with"]:
+        assert " ".join(s.split()) in flat
+    for s in planted["exp"]["without"]:
+        assert " ".join(s.split()) not in flat
+
+
+def test_truncated_warc_counted_not_fatal(planted):
+    read = _step(planted["stats"], "read")
+    assert read["dropped"].get("truncated_record", 0) + read["dropped"].get("corrupt_stream", 0) >= 1
+    # the complete first record of the cut file still made it through reading
+    assert read["kept"] == 4 + 2 + 1
+
+
+def test_resume_redoes_nothing_and_duplicates_nothing(planted, tmp_path):
+    import shutil
+
+    out = tmp_path / "o"
+    shutil.copytree(planted["out"], out)
+    before = sorted(d.id for d in _docs(out))
+    # simulate a build killed after filtering, before its final shards: drop one finished output
+    first = sorted(out.glob("docs_*.jsonl.zst"))[0]
+    k = first.name.split("_")[1].split(".")[0]
+    first.unlink()
+    (out / "work" / f"out_{k}.stats.json").unlink()
+    # and its filter pass too (its intermediate shard is deleted once the final one exists)
+    (out / "work" / f"task_{k}.stats.json").unlink()
+    (out / "work" / "dedup.json").unlink()
+    stats = build([str(planted["inputs"])], out, workers=1, config=BuildConfig(), quiet=True)
+    after = sorted(d.id for d in _docs(out))
+    assert after == before and len(set(after)) == len(after)
+    assert [(s["name"], s["in"], s["kept"], s["dropped"]) for s in stats["steps"]] == [
+        (s["name"], s["in"], s["kept"], s["dropped"]) for s in planted["stats"]["steps"]]
+
+
+def test_rebuild_with_other_settings_refused(planted, tmp_path):
+    import shutil
+
+    import pytest
+
+    from chatforge.common import ChatforgeError
+
+    out = tmp_path / "o"
+    shutil.copytree(planted["out"], out)
+    with pytest.raises(ChatforgeError, match="other inputs or settings"):
+        build([str(planted["inputs"])], out, config=BuildConfig(language_threshold=0.5), quiet=True)
