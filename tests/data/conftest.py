@@ -26,16 +26,21 @@ def write_warc(path, pages: list[tuple[str, str]], gzip_records: bool = True, ex
 
     with open(path, "wb") as f:
         w = WARCWriter(f, gzip=gzip_records)
+
+        def put(rec):
+            w.write_record(rec)
+            rec.raw_stream.close()  # warcio buffers payloads in temp files; close them
+
         if extra_records:
-            w.write_record(w.create_warcinfo_record("test.warc", {"software": "chatforge tests"}))
+            put(w.create_warcinfo_record("test.warc", {"software": "chatforge tests"}))
         for url, html in pages:
             if extra_records:
                 req = StatusAndHeaders("GET / HTTP/1.1", [("Host", "x")], is_http_request=True)
-                w.write_record(w.create_warc_record(url, "request", payload=io.BytesIO(b""), http_headers=req))
+                put(w.create_warc_record(url, "request", payload=io.BytesIO(b""), http_headers=req))
             body = html.encode("utf-8")
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                                                ("Content-Length", str(len(body)))], protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
+            put(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
 
 
 class ByteTokenizer:
