@@ -19,6 +19,7 @@ id is reused, as HF tokenizers' trainer does; the vocab then grows by one merge 
 from __future__ import annotations
 
 import heapq
+import itertools
 import multiprocessing as mp
 import os
 import sys
@@ -76,14 +77,19 @@ def count_words(texts: Iterable[str], *, num_proc: int | None = None, progress: 
         if bar is not None:
             bar.update(n_chars / 1e6)
 
-    if num_proc <= 1:
-        for batch in _batches(texts, batch_chars):
+    batches = _batches(texts, batch_chars)
+    first = next(batches, None)
+    second = next(batches, None) if first is not None else None
+    if num_proc <= 1 or second is None:  # one batch: a process pool would only add start-up time
+        for batch in ([first] if first else []) + ([second] if second else []):
+            add(_count_batch(batch), sum(map(len, batch)))
+        for batch in batches:
             add(_count_batch(batch), sum(map(len, batch)))
     else:
         # Each result carries its batch size, so the main process only merges counters.
         ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
         with ctx.Pool(num_proc) as pool:
-            sized = ((b, sum(map(len, b))) for b in _batches(texts, batch_chars))
+            sized = ((b, sum(map(len, b))) for b in itertools.chain([first, second], batches))
             for counter, n in pool.imap(_count_sized, sized):  # ordered: deterministic
                 add(counter, n)
     if bar is not None:
