@@ -130,8 +130,15 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, tools: ToolRegistry | None = None, max_context: int | None = None):
+    def __init__(self, model, tokenizer, tools: ToolRegistry | None = None, max_context: int | None = None,
+                 fast: bool = True, cuda_graphs: bool = True, compile: bool = False):
         self.model = model
+        # the static decoder (CUDA graphs) needs chatforge's GPT; anything else goes through
+        # the generic model(idx, kv_cache=...) contract
+        from chatforge.model import GPT
+        self.fast = fast and isinstance(model, GPT)
+        self.cuda_graphs, self.compile = cuda_graphs, compile
+        self._decoder = None
         self.tok = tokenizer
         self.tools = tools if tools is not None else ToolRegistry()
         self.device = next(model.parameters()).device
@@ -144,6 +151,20 @@ class Engine:
         self.tool_ends = {sid(t.end) for t in self.tools}
         self.output_start, self.output_end = sid(OUTPUT_START), sid(OUTPUT_END)
         self.lock = threading.Lock()  # one batch on the model at a time
+
+    @classmethod
+    def from_run(cls, run_dir, device: str | None = None, tools: bool = True) -> "Engine":
+        """Load RUN (model + its tokenizer) for inference; bf16 weights on CUDA."""
+        from chatforge.common import default_device
+        from chatforge.infer.tools import default_tools
+        from chatforge.model import load_run
+
+        device = device or default_device()
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else None
+        model, tok, _ = load_run(run_dir, device=device, dtype=dtype)
+        if tok is None:
+            raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; it is not a complete run")
+        return cls(model, tok, default_tools() if tools else ToolRegistry())
 
     # ------------------------------------------------------------------------------------------
     def chat_prompt(self, messages) -> list[int]:
@@ -207,8 +228,9 @@ class Engine:
             ids[i, P - len(p):] = torch.tensor(p)
             mask[i, P - len(p):] = 1
         ragged = bool((mask == 0).any())
-        cache = model.new_kv_cache(len(prompts), max_len)
-        logits = model(ids.to(dev), kv_cache=cache, attention_mask=mask.to(dev) if ragged else None)[:, -1]
+        n_rows = sum(r.n for r in requests)
+        dec = self._get_decoder(max(len(prompts), n_rows), max_len)
+        logits = dec.prefill(ids.to(dev), mask.to(dev) if ragged else None)
 
         rows: list[_Row] = []
         src = []
@@ -221,13 +243,13 @@ class Engine:
                 rows.append(_Row(r, i, len(r.prompt), g))
                 src.append(uniq[tuple(r.prompt)])
         index = torch.tensor(src, device=dev)
-        _select_rows(cache, index)
-        logits = logits.index_select(0, index).float()
+        dec.select(index)
+        logits = logits.index_select(0, index)
 
         while rows:
             events = self._step_tokens(rows, logits)
             finished = [j for j, row in enumerate(rows) if row.finish]
-            if cache.pos >= cache.max_len:
+            if dec.pos >= max_len:
                 for j, row in enumerate(rows):
                     if not row.finish:
                         ev = Event(row.req, row.index)
@@ -240,10 +262,27 @@ class Engine:
                 if not keep:
                     return
                 if len(keep) < len(rows):
-                    _select_rows(cache, torch.tensor(keep, device=dev))
+                    dec.select(torch.tensor(keep, device=dev))
                     rows = [rows[j] for j in keep]
                     self._next_tokens = self._next_tokens[keep]
-            logits = model(self._next_tokens.to(dev)[:, None], kv_cache=cache)[:, -1].float()
+            logits = dec.step(self._next_tokens.to(dev))
+
+    def _get_decoder(self, rows: int, max_len: int):
+        from chatforge.infer.decode import BUCKET, ModelDecoder, StaticDecoder
+
+        if not self.fast:
+            return ModelDecoder(self.model, rows, max_len)
+        d = self._decoder
+        if d is None or d.k.shape[1] < rows or d.max_len < max_len:
+            # grow to a power-of-two batch and a whole bucket so later batches reuse it (and its graphs)
+            rows = max(rows, d.k.shape[1] if d is not None else 1)
+            rows = 1 << (rows - 1).bit_length()
+            max_len = max(max_len, d.max_len if d is not None else 0)
+            max_len = min(-(-max_len // BUCKET) * BUCKET, max(self.max_context, max_len))
+            self._decoder = d = None
+            d = StaticDecoder(self.model, rows, max_len, cuda_graphs=self.cuda_graphs, compile=self.compile)
+            self._decoder = d
+        return d
 
     # ------------------------------------------------------------------------------------------
     def _step_tokens(self, rows: list[_Row], logits: torch.Tensor) -> list[Event]:
@@ -338,15 +377,6 @@ class Engine:
         if not row.finish:
             row.finish = reason
         ev.finish_reason = row.finish
-
-
-def _select_rows(cache, index: torch.Tensor) -> None:
-    """Keep/duplicate batch rows of a KV cache (index into the batch dimension)."""
-    cache.k = cache.k.index_select(1, index)
-    cache.v = cache.v.index_select(1, index)
-    if cache.key_mask is not None:
-        cache.key_mask = cache.key_mask.index_select(0, index)
-    cache.batch_size = len(index)
 
 
 def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list[float]]:

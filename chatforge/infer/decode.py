@@ -1,0 +1,184 @@
+"""Decoders: the part of the engine that owns the KV cache and turns tokens into next-token logits.
+
+`StaticDecoder` is the fast path for chatforge's GPT. Decode is memory-bound: at batch 1 each step
+reads every weight once, so anything beyond that read is waste. It therefore:
+- runs the GPT's own weights (no copies) with separate q/k/v and gate/up matmuls, never
+  concatenating weights per step;
+- keeps K/V in preallocated buffers and masks instead of slicing, so every decode step has the
+  same shapes and tensor addresses: on CUDA the step is captured once per (batch, length bucket)
+  as a CUDA graph and replayed (one launch instead of hundreds per token);
+- attends over the cache only up to the current length bucket (multiples of 256 positions);
+- optionally torch.compile's the step (fuses the small elementwise kernels) before capture.
+Rows can be duplicated (n samples of one prompt share its prefill) or dropped (finished rows) in
+place, so graph addresses stay valid.
+
+`ModelDecoder` wraps any model with the `model(idx, kv_cache=...)` contract (docs/architecture.md);
+tests use it with scripted models.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BUCKET = 256
+
+
+def _rotate(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def _attend(q, k, v, allowed):
+    """Attention of q [B, H, T, D] over k/v [B, Hkv, L, D] where `allowed` [B, 1, T, L].
+
+    One query per row (decode): plain matmuls, cheaper than SDPA's masked path for T == 1 on CPU
+    and as good on GPU (the step is bandwidth-bound). Prefill: SDPA."""
+    B, H, T, D = q.shape
+    Hkv = k.shape[1]
+    if T > 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=Hkv != H)
+    qg = q.reshape(B, Hkv, H // Hkv, D)                                    # [B, Hkv, G, D]
+    att = (qg @ k.transpose(-1, -2)).float() * (D ** -0.5)                 # [B, Hkv, G, L]
+    att = att.masked_fill(~allowed.view(B, 1, 1, -1), float("-inf")).softmax(-1)
+    return (att.to(v.dtype) @ v).reshape(B, H, 1, D)
+
+
+class ModelDecoder:
+    """Generic decoder over the model's own KV cache (rows of a ragged batch left-padded)."""
+
+    def __init__(self, model, batch: int, max_len: int):
+        self.model, self.max_len = model, max_len
+        self.cache = model.new_kv_cache(batch, max_len)
+
+    @property
+    def pos(self) -> int:
+        return self.cache.pos
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.model(ids, kv_cache=self.cache, attention_mask=mask)[:, -1].float()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens[:, None], kv_cache=self.cache)[:, -1].float()
+
+    def select(self, index: torch.Tensor) -> None:
+        c = self.cache
+        c.k, c.v = c.k.index_select(1, index), c.v.index_select(1, index)
+        if c.key_mask is not None:
+            c.key_mask = c.key_mask.index_select(0, index)
+        c.batch_size = len(index)
+
+
+class StaticDecoder:
+    def __init__(self, model, batch: int, max_len: int, cuda_graphs: bool = True, compile: bool = False):
+        cfg = model.config
+        p = model.lm_head.weight
+        self.model, self.cfg, self.device = model, cfg, p.device
+        self.dtype = p.dtype
+        self.max_len = -(-max_len // BUCKET) * BUCKET if p.device.type == "cuda" else max_len
+        self.rows = batch      # rows in use
+        self.pos = 0
+        kv_shape = (cfg.n_layer, batch, cfg.n_kv_head, self.max_len, cfg.head_dim)
+        self.k = torch.zeros(kv_shape, device=self.device, dtype=self.dtype)
+        self.v = torch.zeros(kv_shape, device=self.device, dtype=self.dtype)
+        self.key_ok = torch.ones(batch, self.max_len, dtype=torch.bool, device=self.device)
+        if model._rope_len < self.max_len:
+            model._build_rope(self.max_len, device=self.device)
+        self.cos = model.rope_cos[:self.max_len].to(self.device, self.dtype)
+        self.sin = model.rope_sin[:self.max_len].to(self.device, self.dtype)
+        self.layers = [(b.input_layernorm.weight, b.self_attn.q_proj.weight, b.self_attn.k_proj.weight,
+                        b.self_attn.v_proj.weight, b.self_attn.o_proj.weight, b.post_attention_layernorm.weight,
+                        b.mlp.gate_proj.weight, b.mlp.up_proj.weight, b.mlp.down_proj.weight)
+                       for b in model.model.layers]
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self._step_fn = self._forward
+        if compile:
+            self._step_fn = torch.compile(self._forward, dynamic=False, fullgraph=True)
+        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.pos_t = torch.zeros((), dtype=torch.long, device=self.device)
+
+    # -- the forward pass over [B, T] new tokens at positions pos .. pos+T-1 ------------------------
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        cfg = self.cfg
+        B, T = ids.shape
+        H, Hkv, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.norm_eps
+        q_pos = pos + torch.arange(T, device=ids.device)                       # [T]
+        cos, sin = self.cos[q_pos], self.sin[q_pos]                            # [T, D]
+        keys = torch.arange(length, device=ids.device)
+        allowed = (keys[None, :] <= q_pos[:, None])[None] & self.key_ok[:B, None, :length]  # [B, T, L]
+        allowed = (allowed | (keys[None, :] == q_pos[:, None])[None])[:, None]               # [B, 1, T, L]
+        x = F.embedding(ids, self.model.model.embed_tokens.weight)
+        for i, (n1, wq, wk, wv, wo, n2, wg, wu, wd) in enumerate(self.layers):
+            h = F.rms_norm(x, (x.size(-1),), n1, eps)
+            q = F.linear(h, wq).view(B, T, H, D).transpose(1, 2)
+            k = F.linear(h, wk).view(B, T, Hkv, D).transpose(1, 2)
+            v = F.linear(h, wv).view(B, T, Hkv, D).transpose(1, 2)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            self.k[i, :B].index_copy_(2, q_pos, k)
+            self.v[i, :B].index_copy_(2, q_pos, v)
+            y = _attend(q, self.k[i, :B, :, :length], self.v[i, :B, :, :length], allowed)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, T, H * D), wo)
+            h = F.rms_norm(x, (x.size(-1),), n2, eps)
+            x = x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
+        x = F.rms_norm(x, (x.size(-1),), self.model.model.norm.weight, eps)
+        return F.linear(x[:, -1], self.model.lm_head.weight).float()
+
+    def _length(self, upto: int) -> int:
+        if self.device.type != "cuda":
+            return upto
+        return min(self.max_len, -(-upto // BUCKET) * BUCKET)
+
+    # -- engine interface -------------------------------------------------------------------------
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T = ids.shape
+        self.rows = B
+        self.key_ok[:B] = True  # the decoder is reused across batches
+        if mask is not None:
+            self.key_ok[:B, :T] = mask.to(torch.bool)
+        self.pos_t.fill_(0)
+        logits = self._forward(ids, self.pos_t, self._length(T))
+        self.pos = T
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        B = self.rows
+        length = self._length(self.pos + 1)
+        tokens = tokens.to(self.device, non_blocking=True).view(B, 1)
+        self.pos_t.fill_(self.pos)
+        if not self.use_graphs:
+            logits = self._step_fn(tokens, self.pos_t, length)
+        else:
+            g = self.graphs.get((B, length))
+            if g is None:
+                g = self.graphs[(B, length)] = self._capture(B, length)
+            graph, static_in, static_out = g
+            static_in.copy_(tokens)
+            graph.replay()
+            logits = static_out
+        self.pos += 1
+        return logits
+
+    def _capture(self, B: int, length: int):
+        static_in = torch.zeros(B, 1, dtype=torch.long, device=self.device)
+        # the warm-up runs write into the cache at pos: harmless, the real step rewrites that slot
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step_fn(static_in, self.pos_t, length)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._step_fn(static_in, self.pos_t, length)
+        return graph, static_in, static_out
+
+    def select(self, index: torch.Tensor) -> None:
+        """Rows become rows[index] (duplicates allowed), in place so captured graphs stay valid."""
+        n = len(index)
+        if n > self.k.shape[1]:
+            raise ValueError(f"{n} rows exceed the decoder's {self.k.shape[1]}")
+        index = index.to(self.device)
+        self.k[:, :n] = self.k.index_select(1, index)
+        self.v[:, :n] = self.v.index_select(1, index)
+        self.key_ok[:n] = self.key_ok.index_select(0, index)
+        self.rows = n
