@@ -1,0 +1,141 @@
+"""Optimizers: Muon for the hidden weight matrices, AdamW for everything else (nanochat / modded-nanogpt).
+
+Muon (Keller Jordan, 2024) = SGD-momentum whose update is orthogonalised: the Nesterov momentum
+matrix G is replaced by the nearest semi-orthogonal matrix U V^T (from G = U S V^T), computed
+without an SVD by a few Newton-Schulz iterations in bf16. It lets hidden matrices take large,
+well-conditioned steps. Embeddings, the output head and norm gains are not "hidden matrices"
+(their rows are looked up / compared, not mixed), so they stay with AdamW.
+
+Matrices of the same shape are orthogonalised together as one batched matmul, which keeps the
+optimizer step to a few dozen kernels instead of a few thousand. Under FSDP2 each matrix is
+gathered (full_tensor), orthogonalised, and the local shard of the result is applied.
+
+`build_optimizers(model, ...)` returns [adamw, muon]; SFT uses it too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from chatforge.model.run_dir import unwrap
+
+
+def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximate U V^T for G [..., m, n] (quintic iteration tuned for speed, modded-nanogpt)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.to(torch.bfloat16) if G.is_cuda else G.float()  # bf16 on GPU; CPU bf16 matmul is slow
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.mT
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if transposed:
+        X = X.mT
+    return X
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum + Newton-Schulz orthogonalised update for 2D weights.
+
+    The update is scaled by sqrt(max(1, rows/cols)) so tall and wide matrices move at a
+    comparable RMS. Decoupled weight decay as in AdamW (off by default).
+    """
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                                      weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            by_shape = defaultdict(list)
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape[tuple(p.shape)].append(p)
+            for shape, params in by_shape.items():
+                updates = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    buf = state["momentum_buffer"]
+                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                    updates.append(g.full_tensor() if hasattr(g, "full_tensor") else g)
+                ortho = zeropower_via_newtonschulz5(torch.stack(updates), group["ns_steps"])
+                scale = max(1.0, shape[0] / shape[1]) ** 0.5
+                for p, u in zip(params, ortho.unbind(0)):
+                    u = u.to(p.dtype)
+                    if hasattr(p, "device_mesh"):  # FSDP2: keep our shard of the full update
+                        from torch.distributed.tensor import distribute_tensor
+                        u = distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(u, alpha=-group["lr"] * scale)
+        return loss
+
+
+def param_groups(model):
+    """Split parameters: (embedding, lm_head, 1-D gains, hidden matrices)."""
+    m = unwrap(model)
+    embed = [m.model.embed_tokens.weight]
+    head = [] if m.config.tie_embeddings else [m.lm_head.weight]
+    special = {id(p) for p in embed + head}
+    gains = [p for p in m.parameters() if p.dim() < 2 and id(p) not in special]
+    matrices = [p for p in m.parameters() if p.dim() >= 2 and id(p) not in special]
+    return embed, head, gains, matrices
+
+
+def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02, scalar_lr=0.02,
+                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None):
+    """[AdamW(embeddings, head, gains), Muon(hidden matrices)], with nanochat's learning rates.
+
+    AdamW rates are scaled by (width/768)^-0.5 (tuned at d12). Each param group remembers its
+    base rate in `initial_lr`, which the schedule multiplies. use_muon=False puts the matrices in
+    AdamW (lr 3e-3 * the same width scaling) for comparison runs.
+    """
+    m = unwrap(model)
+    scale = (m.config.n_embd / 768) ** -0.5
+    embed, head, gains, matrices = param_groups(m)
+    groups = [dict(params=embed, lr=embedding_lr * scale), dict(params=gains, lr=scalar_lr)]
+    if head:
+        groups.append(dict(params=head, lr=unembedding_lr * scale))
+    if not use_muon:
+        groups.append(dict(params=matrices, lr=3e-3 * scale, weight_decay=weight_decay))
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+        g.setdefault("weight_decay", 0.0)
+    p0 = m.lm_head.weight
+    is_dtensor = hasattr(p0, "device_mesh")
+    if fused is None:
+        fused = p0.is_cuda and not is_dtensor
+    adamw = torch.optim.AdamW(groups, betas=adam_betas, eps=1e-10, fused=fused or None,
+                              foreach=None if fused else True)
+    opts = [adamw]
+    if use_muon:
+        muon = Muon([dict(params=matrices, lr=matrix_lr, initial_lr=matrix_lr)], weight_decay=weight_decay)
+        opts.append(muon)
+    return opts
+
+
+def set_lr(optimizers, multiplier: float, muon_momentum: float | None = None) -> None:
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * multiplier
+            if muon_momentum is not None and isinstance(opt, Muon):
+                g["momentum"] = muon_momentum
+
+
+def muon_momentum(step: int, warmup_steps: int = 300, start: float = 0.85, end: float = 0.95) -> float:
+    """Muon momentum ramps 0.85 -> 0.95 over the first 300 steps (nanochat)."""
+    frac = min(step / warmup_steps, 1.0) if warmup_steps else 1.0
+    return (1 - frac) * start + frac * end

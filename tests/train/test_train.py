@@ -1,0 +1,65 @@
+"""The pretraining loop on real (tiny) shards: learning, exact resume, checkpoint/run layout, sampling."""
+
+import json
+
+import pytest
+import torch
+
+from chatforge.cli import main
+from chatforge.common import ChatforgeError
+from chatforge.model import load_run
+from chatforge.train.trainer import TrainConfig, train
+
+TINY = dict(preset="d2", seq_len=64, batch_tokens=512, eval_every=1000, log_every=1, save_every=1000,
+            device="cpu", quiet=True)
+
+
+def losses(run_dir):
+    recs = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
+
+
+def test_loss_falls_and_run_dir_is_complete(tiny_shards, tiny_tokenizer, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(tiny_shards), out=str(out), tokenizer=str(tiny_tokenizer.path),
+                      **{**TINY, "eval_every": 15, "quiet": False}, steps=30))
+    log = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 15, 30]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5          # from ~ln(512)=6.2
+    assert 0 < evals[-1]["val_bpb"] < evals[0]["val_bpb"]
+    assert len(evals[-1]["samples"]) == 4 and evals[-1]["samples"][0].startswith("The capital of France is")
+    train_recs = [r for r in log if r["kind"] == "train"]
+    assert all(r["grad_norm"] > 0 and r["tok_s"] > 0 for r in train_recs)
+    assert "tok/s" in capsys.readouterr().out
+    model, tok, cfg = load_run(out)
+    assert cfg["step"] == 30 and cfg["kind"] == "base" and tok.vocab_size == 512
+    assert (out / "checkpoint" / "state.pt").exists()
+    # the CLI samples from it
+    assert main(["sample", str(out), "ROMEO:", "--n", "2", "--max-tokens", "8", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.count("ROMEO:") == 2
+
+
+def test_resume_repeats_the_uninterrupted_run(tiny_shards, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(TrainConfig(data=str(tiny_shards), out=str(full), **TINY, steps=8))
+    train(TrainConfig(data=str(tiny_shards), out=str(part), **TINY, steps=8, stop_after=4))
+    assert max(losses(part)) == 4
+    with pytest.raises(ChatforgeError, match="--resume"):
+        train(TrainConfig(data=str(tiny_shards), out=str(part), **TINY, steps=8))
+    train(TrainConfig(data=str(tiny_shards), out=str(part), **TINY, steps=8, resume=True))
+    a, b = losses(full), losses(part)
+    assert sorted(b) == list(range(1, 9))
+    assert all(a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-6) for s in a), (a, b)
+    wa, _, _ = load_run(full)
+    wb, _, _ = load_run(part)
+    for (n, p), q in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_bad_inputs_are_one_line_errors(tiny_shards, tmp_path):
+    with pytest.raises(ChatforgeError, match="multiple"):
+        train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r"), **{**TINY, "batch_tokens": 100}, steps=1))
+    with pytest.raises(ChatforgeError, match="no checkpoint"):
+        train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r2"), **TINY, steps=1, resume=True))
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r3"), "--preset", "d2"]) == 2
