@@ -1,12 +1,21 @@
-"""CLI for this stage. Placeholder until the stage lands; see docs/architecture.md."""
-
-from chatforge.common import ChatforgeError
+"""CLI for the inference stage: `chatforge chat RUN`."""
 
 
-def _todo(args):
-    raise ChatforgeError(f"'{args.command}' is not built yet in this checkout")
+def _chat(args):
+    from chatforge.infer.chat import run_chat
+
+    return run_chat(args)
 
 
 def register(sub):
-    p = sub.add_parser("chat", help="terminal chat with a model")
-    p.set_defaults(func=_todo)
+    p = sub.add_parser("chat", help="terminal chat with a model (streaming, tool calls shown)")
+    p.add_argument("run", help="run directory (from `chatforge sft`, or `chatforge train` for a base model)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=1024, help="most tokens per reply")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
+    p.set_defaults(func=_chat)
