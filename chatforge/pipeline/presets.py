@@ -26,7 +26,6 @@ class Preset:
     input_max_mb: float = 30.0      # cap on text collected from this machine when local
     # tokenizer
     vocab_size: int = 4096
-    tokenizer_max_mb: float = 8.0   # text the BPE trainer sees
     # pretraining
     model: str = "d4"
     seq_len: int = 256
@@ -56,15 +55,16 @@ PRESETS = {
     "smoke": Preset(
         name="smoke",
         description="CI smoke run: the whole chain on tiny settings in about a minute",
-        inputs="shared-small", input_max_mb=3.0, vocab_size=512, tokenizer_max_mb=0.5, model="d2", seq_len=128,
-        train_tokens=60_000, batch_tokens=2048, sft_steps=8, sft_batch_size=4,
+        inputs="shared-small", input_max_mb=3.0, vocab_size=512, model="d2", seq_len=128,
+        train_tokens=60_000, batch_tokens=2048, train_extra=("--eval-every", "10", "--eval-tokens", "4096"),
+        sft_mix="tiny", sft_steps=8, sft_batch_size=4, sft_extra=("--eval-every", "0", "--no-probes"),
         eval_limits={"bpb_tokens": 2000, "limit_mc": 12, "limit_gsm8k": 4, "limit_humaneval": 2, "limit_probes": 2},
         device="cpu",
     ),
     "gpu-d12": Preset(
         name="gpu-d12",
         description="one H100, under an hour: d12 model, vocab 32768, context 2048",
-        vocab_size=32768, tokenizer_max_mb=200, model="d12", seq_len=2048,
+        vocab_size=32768, model="d12", seq_len=2048,
         train_tokens=2_000_000_000, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
@@ -72,7 +72,7 @@ PRESETS = {
     "gpu-d20": Preset(
         name="gpu-d20",
         description="8 H100s (torchrun), nanochat scale: d20 model, ~10B tokens",
-        vocab_size=65536, tokenizer_max_mb=2000, model="d20", seq_len=2048,
+        vocab_size=655360, model="d20", seq_len=2048,
         train_tokens=10_000_000_000, batch_tokens=524_288, sft_steps=1000, sft_batch_size=32,
         eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
         nproc=8, usd_per_hour=24.0, cost_note="8 H100s at a typical on-demand price",

@@ -57,10 +57,10 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str) -> list[Stag
     workers = str(max(1, min(os.cpu_count() or 1, 16)))
     return [
         Stage("data", ["data", "build", *inputs, "--out", str(docs), "--workers", workers], docs / "stats.json"),
-        Stage("tokenizer", ["tokenizer", "train", str(docs), "--vocab-size", str(preset.vocab_size),
-                            "--max-chars", str(int(preset.tokenizer_max_mb * 1e6)), "--out", str(tok)], tok),
-        Stage("tokenize", ["data", "tokenize", str(docs), "--tokenizer", str(tok), "--out", str(shards),
-                           "--workers", workers], shards / "meta.json"),
+        Stage("tokenizer", ["tokenizer", "train", str(docs), "--vocab-size", str(preset.vocab_size), "--out", str(tok)],
+              tok),
+        Stage("tokenize", ["data", "tokenize", str(docs), "--tokenizer", str(tok), "--out", str(shards), "--overwrite"],
+              shards / "meta.json"),
         Stage("pretrain", ["train", "--preset", preset.model, "--data", str(shards), "--tokenizer", str(tok),
                            "--out", str(base), "--tokens", str(preset.train_tokens), "--seq-len", str(preset.seq_len),
                            "--batch-tokens", str(preset.batch_tokens), "--device", device, *preset.train_extra],
