@@ -63,3 +63,8 @@ def live_server(tiny_tokenizer):
     srv.engine = engine
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def make_random_model():
+    return random_model

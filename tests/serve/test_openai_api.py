@@ -174,3 +174,37 @@ def test_client_disconnect_cancels_generation(live_server):
         time.sleep(0.05)
     assert h["busy_rows"] == 0, "the abandoned generation kept running"
     assert before is live_server.engine
+
+
+def test_serve_command(tmp_path, tiny_tokenizer, make_random_model):
+    """`chatforge serve RUN --port P` end to end in a subprocess."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from chatforge.model import save_run
+
+    save_run(tmp_path / "myrun", make_random_model(tiny_tokenizer, seq_len=256), tiny_tokenizer, kind="sft")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "chatforge", "serve", str(tmp_path / "myrun"), "--port", str(port),
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        assert [m.id for m in c.models.list().data] == ["chatforge-myrun"]
+        r = c.chat.completions.create(model="chatforge-myrun", messages=HI, max_tokens=3)
+        assert r.usage.completion_tokens <= 3
+        assert "<title>chatforge</title>" in httpx.get(url + "/").text
+        assert httpx.get(url + "/static/app.js").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
