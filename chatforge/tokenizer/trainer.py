@@ -24,7 +24,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Iterable
 
 import regex
@@ -86,23 +86,25 @@ def count_words(texts: Iterable[str], *, num_proc: int | None = None, progress: 
         for batch in batches:
             add(_count_batch(batch), sum(map(len, batch)))
     else:
-        # Each result carries its batch size, so the main process only merges counters.
+        # Pool.imap would read the whole input ahead (no backpressure), so we keep at most
+        # 2 batches per process in flight: memory stays bounded however large the corpus is.
         ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
         with ctx.Pool(num_proc) as pool:
-            sized = ((b, sum(map(len, b))) for b in itertools.chain([first, second], batches))
-            for counter, n in pool.imap(_count_sized, sized):  # ordered: deterministic
-                add(counter, n)
+            pending: deque = deque()
+            for batch in itertools.chain([first, second], batches):
+                pending.append((pool.apply_async(_count_batch, (batch,)), sum(map(len, batch))))
+                if len(pending) >= 2 * num_proc:
+                    res, n = pending.popleft()
+                    add(res.get(), n)
+            while pending:
+                res, n = pending.popleft()
+                add(res.get(), n)
     if bar is not None:
         bar.close()
     if progress:
         print(f"counted {len(total):,} distinct words in {chars / 1e6:.1f}M chars "
               f"({time.time() - t0:.1f}s)", file=sys.stderr)
     return total
-
-
-def _count_sized(item):
-    batch, n = item
-    return _count_batch(batch), n
 
 
 def _progress(enabled: bool, **kw):
