@@ -45,19 +45,28 @@ def _chunks(items, size=CHUNK):
         yield items[i:i + size]
 
 
+TOO_LONG = "(not run: the prompt is longer than the model's context)"
+
+
 def reply_text(content) -> str:
-    """The text the user reads: text parts joined (tool calls and outputs left out)."""
+    """The text the user reads: text parts joined (tool calls and outputs left out).
+
+    `None` is the reply to a prompt that did not fit the context: no text, scored as wrong."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     return "".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
 def tool_calls(content) -> int:
-    return 0 if isinstance(content, str) else sum(1 for p in content if p.get("type") == "python")
+    return 0 if content is None or isinstance(content, str) else sum(1 for p in content if p.get("type") == "python")
 
 
 def reply_for_display(content, limit: int = 600) -> str:
     """One string with tool calls marked, for tables and sample conversations."""
+    if content is None:
+        return TOO_LONG
     if isinstance(content, str):
         text = content
     else:
@@ -76,7 +85,7 @@ def load_gsm8k(path=None, limit=None) -> list[dict]:
 
 
 def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=None) -> dict:
-    correct = calls = 0
+    correct = calls = too_long = 0
     samples = []
     for chunk in _chunks(problems):
         replies = chat([[{"role": "user", "content": p["question"]}] for p in chunk],
@@ -86,6 +95,7 @@ def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=
             ok = answers_match(pred, prob["gold"])
             correct += ok
             calls += tool_calls(reply)
+            too_long += reply is None
             if len(samples) < 3:
                 samples.append({"question": prob["question"], "reply": reply_for_display(reply), "pred": pred,
                                 "gold": prob["gold"], "correct": ok})
@@ -93,7 +103,7 @@ def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=
             progress(len(chunk))
     n = len(problems)
     return {"n": n, "acc": correct / n if n else None, "tool_calls_per_problem": calls / n if n else None,
-            "samples": samples}
+            "prompt_too_long": too_long, "samples": samples}
 
 
 # ---------------------------------------------------------------- HumanEval

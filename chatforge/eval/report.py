@@ -1,7 +1,7 @@
 """The report card: DIR/report.md for one speedrun directory.
 
 Everything is read from files the stages already wrote, so a report can be rebuilt at any time
-(`chatforge speedrun --out DIR` rewrites it when its inputs change, or call `write_report`):
+(every `chatforge speedrun` call rewrites it at its end; or call `write_report`):
   DIR/timings.json          {stage: seconds} written by the speedrun (plus preset and cost rate)
   DIR/docs/stats.json       the data build's per-step counts (in / kept / dropped per rule)
   DIR/tok/                  the tokenizer (vocab size; compression measured here on held-out text)
@@ -175,31 +175,36 @@ def read_log(path: Path) -> list[dict]:
 
 
 def plot_curves(logs: dict[str, list[dict]], out_png: Path, keys: tuple[str, ...], title: str) -> bool:
-    """One PNG: every numeric series whose name contains one of `keys`, against step. False if none."""
+    """One PNG, one panel per run (base, sft: their steps are separate): every numeric series whose
+    name contains one of `keys`, against step. False (and no file) when there is nothing to plot."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {}
+    panels = {}
     for run, rows in logs.items():
+        series = {}
         for r in rows:
             step = r.get("step")
             if step is None:
                 continue
             for k, v in r.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and any(s in k for s in keys):
-                    series.setdefault(f"{run}: {k}", []).append((step, v))
-    if not series:
+                    series.setdefault(k, []).append((step, v))
+        if series:
+            panels[run] = series
+    if not panels:
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=80)
-    for label, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="o" if len(pts) < 20 else None,
-                markersize=3)
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), dpi=80, squeeze=False)
+    for ax, (run, series) in zip(axes[0], panels.items()):
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label,
+                    marker="o" if len(pts) < 20 else None, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_title(f"{run}: {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name("." + out_png.name + ".tmp.png")

@@ -41,14 +41,14 @@ def parse_tasks(spec: str | None, kind: str) -> list[str]:
 
 def make_chat(model, tokenizer, device="cpu", seed=0):
     """The chat callable the generative tasks use: the inference engine, greedy, one batched
-    generation per call. A prompt longer than the context gets an empty reply (scored as wrong)."""
+    generation per call. A prompt that leaves no room in the context gets None (scored as wrong)."""
     from chatforge.infer.engine import Engine, Request, SamplingParams
     from chatforge.infer.tools import default_tools
 
     engine = Engine(model, tokenizer, tools=default_tools())
 
     def chat(conversations, max_new_tokens=256, tools=True):
-        replies = [""] * len(conversations)
+        replies = [None] * len(conversations)
         requests = {}
         for i, messages in enumerate(conversations):
             ids = tokenizer.render_for_completion(messages)

@@ -7,7 +7,8 @@ its promptsource template, written out below because the 50k-record T0 subset we
 some labels of some families), the context is the prompt, the gold is the record's completion.
 
 The subset is label-skewed (e.g. every rotten_tomatoes record is positive), so next to accuracy we
-report the majority-label baseline: a model that always answers the commonest label reaches it.
+report the majority-label baseline: what a model reaches by always answering the commonest label
+of each template (counted over all of the template's records).
 """
 
 from __future__ import annotations
@@ -87,10 +88,9 @@ def load_t0_mc(records=None, limit=None, path=None) -> tuple[list[MCExample], di
         if q:
             examples.append(q.pop(0))
         i += 1
-    majority = 0
-    for template in per_template:
-        labels = Counter(e.label for e in examples if e.meta["template"] == template)
-        majority += labels.most_common(1)[0][1] if labels else 0
+    # the score of always answering each template's commonest label (over all its records)
+    commonest = {t: Counter(e.label for e in exs).most_common(1)[0][0] for t, exs in per_template.items() if exs}
+    majority = sum(e.label == commonest[e.meta["template"]] for e in examples)
     info = {"templates": len(per_template), "families": sorted({t0_family(t) for t in per_template}),
             "skipped": dict(skipped),
             "majority_baseline": majority / len(examples) if examples else None}

@@ -17,13 +17,16 @@ def test_reply_helpers():
     assert reply_text(parts) == "Let me compute. The answer is 42."
     assert "[python] 6*7" in reply_for_display(parts) and "[output] 42" in reply_for_display(parts)
     assert reply_text("plain") == "plain"
+    assert reply_text(None) == "" and "longer than the model's context" in reply_for_display(None)
 
 
 def test_eval_gsm8k_with_fake_chat():
-    problems = [{"question": "2+2?", "gold": "4"}, {"question": "3*3?", "gold": "9"}]
+    problems = [{"question": "2+2?", "gold": "4"}, {"question": "3*3?", "gold": "9"}, {"question": "long", "gold": "1"}]
     seen = []
 
     def answer(messages):
+        if messages[-1]["content"] == "long":
+            return None  # did not fit the context
         if messages[-1]["content"] == "2+2?":
             return [{"type": "python", "text": "2+2"}, {"type": "python_output", "text": "4"},
                     {"type": "text", "text": "#### 4"}]
@@ -34,8 +37,9 @@ def test_eval_gsm8k_with_fake_chat():
         return [answer(m) for m in conversations]
 
     r = eval_gsm8k(chat, problems, tools=True)
-    assert r["n"] == 2 and r["acc"] == 0.5 and r["tool_calls_per_problem"] == 0.5
-    assert seen == [(2, True)]  # one batched call
+    assert r["n"] == 3 and r["acc"] == 1 / 3 and r["tool_calls_per_problem"] == 1 / 3
+    assert r["prompt_too_long"] == 1
+    assert seen == [(3, True)]  # one batched call
     assert r["samples"][1]["pred"] == "8" and not r["samples"][1]["correct"]
 
 

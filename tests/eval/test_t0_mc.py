@@ -36,7 +36,8 @@ def test_limit_interleaves_templates_and_majority_baseline():
     ex, info = load_t0_mc(records, limit=4)
     assert len(ex) == 4
     assert {e.meta["template"] for e in ex} == {"glue_qqp_quora", "glue_qqp_meaning"}
-    # quora: 2 x 'no' (majority 2); meaning: No, Yes (majority 1) -> 3/4
+    # quora: all 'no' -> both sampled right; meaning: No/Yes alternate, commonest over all 10 is
+    # 'No' (first seen on a tie) -> the sampled 'No' counts, the sampled 'Yes' does not -> 3/4
     assert info["majority_baseline"] == 0.75
 
 
