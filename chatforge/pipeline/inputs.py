@@ -47,16 +47,25 @@ def _read_text_file(path: Path, limit: int) -> str | None:
         return None
 
 
+HELDOUT_EVERY = 20  # every 20th local text is held out of training, for bits-per-byte
+
+
+def local_heldout(work_dir) -> Path:
+    return Path(work_dir) / "local-text" / "heldout.txt"
+
+
 def local_inputs(work_dir, max_mb: float = 30.0) -> list[Path]:
-    """Collect the machine's own documentation into WORK/local-text/local.jsonl (+ its HTML pages)."""
+    """Collect the machine's own documentation into WORK/local-text/local.jsonl (+ its HTML pages);
+    every HELDOUT_EVERY-th text goes to WORK/local-text/heldout.txt instead (held-out text for bpb)."""
     work_dir = Path(work_dir)
     out = work_dir / "local-text" / "local.jsonl"
-    html: list[Path] = []
     texts_bytes = 0
     budget = int(max_mb * 1e6) if max_mb else 200_000_000
-    if out.exists():
+    if out.exists() and local_heldout(work_dir).exists():
         return [out] + _local_html(budget)
     out.parent.mkdir(parents=True, exist_ok=True)
+    heldout = []
+    n = 0
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for root in LOCAL_TEXT_ROOTS:
             for p in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
@@ -68,6 +77,10 @@ def local_inputs(work_dir, max_mb: float = 30.0) -> list[Path]:
                 text = _read_text_file(p, 1_000_000)
                 if not text or len(text) < 200:
                     continue
+                n += 1
+                if n % HELDOUT_EVERY == 0:
+                    heldout.append(text.strip())
+                    continue
                 f.write(json.dumps({"text": text, "url": f"file://{p}"}, ensure_ascii=False) + "\n")
                 texts_bytes += len(text)
                 if texts_bytes >= budget:
@@ -75,8 +88,9 @@ def local_inputs(work_dir, max_mb: float = 30.0) -> list[Path]:
     if texts_bytes == 0:
         raise ChatforgeError("found no text on this machine (/usr/share/doc is empty) and ../shared/data is absent; "
                              "pass --inputs with text, HTML, JSONL or WARC files")
-    html = _local_html(budget)
-    return [out] + html
+    with atomic_path(local_heldout(work_dir)) as tmp:
+        tmp.write_text("\n\n".join(heldout) + "\n", encoding="utf-8")
+    return [out] + _local_html(budget)
 
 
 def _local_html(budget: int) -> list[Path]:
@@ -91,16 +105,18 @@ def _local_html(budget: int) -> list[Path]:
     return pages
 
 
-def resolve_inputs(kind: str, work_dir, max_mb: float = 30.0, explicit: list[str] | None = None) -> tuple[list[str], str]:
-    """(input paths for `chatforge data build`, a one-line description of where they came from).
+def resolve_inputs(kind: str, work_dir, max_mb: float = 30.0, explicit: list[str] | None = None):
+    """-> (input paths for `chatforge data build`, a one-line description of where they came from,
+    a held-out text file for bits-per-byte or None for the default WikiText-2 test).
 
     kind: "shared" (all of ../shared/data's text), "shared-small", or "local" (this machine's docs);
     the shared kinds fall back to local text when ../shared/data is absent."""
     if explicit:
-        return list(explicit), "user-supplied inputs"
+        return list(explicit), "user-supplied inputs", None
     if kind.startswith("shared"):
         files = shared_inputs("small" if kind == "shared-small" else "all")
         if files:
-            return [str(f) for f in files], "../shared/data: " + ", ".join(f.name for f in files)
+            return [str(f) for f in files], "../shared/data: " + ", ".join(f.name for f in files), None
     files = local_inputs(work_dir, max_mb)
-    return [str(f) for f in files], "this machine's documentation (/usr/share/doc, licences); ../shared/data absent"
+    return ([str(f) for f in files], "this machine's documentation (/usr/share/doc, licences); ../shared/data absent",
+            str(local_heldout(work_dir)))

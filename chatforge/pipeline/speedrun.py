@@ -49,10 +49,17 @@ class Stage:
         return [sys.executable, "-m", "chatforge", *argv]
 
 
-def plan(preset: Preset, out: Path, inputs: list[str], device: str) -> list[Stage]:
+def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str | None = None) -> list[Stage]:
+    """The stage commands. Without ../shared/data (heldout given: local held-out text), SFT uses the
+    generated `synthetic` mixture and evaluation is bits-per-byte on the held-out local text."""
     docs, tok, shards, base, sft = out / "docs", out / "tok", out / "shards", out / "base", out / "sft"
     lim = preset.eval_limits
     eval_flags = ["--device", device, "--quiet"] + [a for k, v in lim.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    if heldout:
+        eval_flags += ["--bpb-text", heldout]
+    base_tasks = "bpb" if heldout else "bpb,t0_mc"
+    sft_tasks = ["--tasks", "bpb"] if heldout else []
+    mix = "synthetic" if heldout else preset.sft_mix
     launcher = ["--standalone", f"--nproc_per_node={preset.nproc}"] if preset.nproc > 1 else []
     workers = str(max(1, min(os.cpu_count() or 1, 16)))
     return [
@@ -65,13 +72,13 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str) -> list[Stag
                            "--out", str(base), "--tokens", str(preset.train_tokens), "--seq-len", str(preset.seq_len),
                            "--batch-tokens", str(preset.batch_tokens), "--device", device, *preset.train_extra],
               base / "model.safetensors", resume_flag="--resume", launcher=launcher),
-        Stage("sft", ["sft", "--base", str(base), "--mix", preset.sft_mix, "--out", str(sft),
+        Stage("sft", ["sft", "--base", str(base), "--mix", mix, "--out", str(sft),
                       "--steps", str(preset.sft_steps), "--batch-size", str(preset.sft_batch_size),
                       "--device", device, *preset.sft_extra],
               sft / "model.safetensors", resume_flag="--resume", launcher=launcher),
-        Stage("eval-base", ["eval", str(base), "--tasks", "bpb,t0_mc", "--out", str(out / "eval" / "base.json"),
+        Stage("eval-base", ["eval", str(base), "--tasks", base_tasks, "--out", str(out / "eval" / "base.json"),
                             *eval_flags], out / "eval" / "base.json"),
-        Stage("eval-sft", ["eval", str(sft), "--out", str(out / "eval" / "sft.json"), *eval_flags],
+        Stage("eval-sft", ["eval", str(sft), *sft_tasks, "--out", str(out / "eval" / "sft.json"), *eval_flags],
               out / "eval" / "sft.json"),
     ]
 
@@ -128,8 +135,8 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
             device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.time()
     deadline = started + time_limit if time_limit else None
-    in_files, in_desc = resolve_inputs(preset.inputs, out, preset.input_max_mb, inputs)
-    stages = plan(preset, out, in_files, device)
+    in_files, in_desc, heldout = resolve_inputs(preset.inputs, out, preset.input_max_mb, inputs)
+    stages = plan(preset, out, in_files, device, heldout)
     names = [s.name for s in stages]
     if until and until not in names:
         raise ChatforgeError(f"--until {until!r} is not a stage; choose one of {', '.join(names)}")
@@ -198,7 +205,7 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
     atomic_write_json(timings_path, timings)
     from chatforge.eval.report import write_report
 
-    samples = _tokenizer_samples()
+    samples = _tokenizer_samples(heldout)
     report = write_report(out, title=f"chatforge report card: {preset.name}", tokenizer_samples=samples)
     total = sum(s.get("seconds", s.get("seconds_partial", 0.0)) for s in timings["stages"].values())
     print(f"{'stopped early; partial ' if stopped_early else ''}report: {report}  (stage time {total / 60:.1f} min)",
@@ -206,8 +213,10 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
     return None if stopped_early else report
 
 
-def _tokenizer_samples() -> list[tuple[str, str]]:
+def _tokenizer_samples(heldout: str | None = None) -> list[tuple[str, str]]:
     """Held-out text to measure the tokenizer's compression on (WikiText-2 test, first 200 KB)."""
+    if heldout:
+        return [("held-out local text (200 KB)", Path(heldout).read_text(encoding="utf-8")[:200_000])]
     try:
         from chatforge.eval.bpb import wikitext_articles
         text = "\n\n".join(wikitext_articles())[:200_000]

@@ -19,7 +19,7 @@ class FakeStage(sr.Stage):
         return [sys.executable, "-c", code]
 
 
-def fake_plan(preset, out, inputs, device):
+def fake_plan(preset, out, inputs, device, heldout=None):
     return [FakeStage(name, ["fake", name, preset.model], out / name / "out.txt",
                       resume_flag="--resume" if name == "pretrain" else None)
             for name in ("data", "tokenizer", "pretrain", "sft")]
@@ -28,7 +28,7 @@ def fake_plan(preset, out, inputs, device):
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(sr, "plan", fake_plan)
-    monkeypatch.setattr(sr, "_tokenizer_samples", lambda: [])
+    monkeypatch.setattr(sr, "_tokenizer_samples", lambda heldout=None: [])
     return tmp_path / "run"
 
 
@@ -98,4 +98,9 @@ def test_presets_and_real_plan(tmp_path):
     assert pre.command().startswith("torchrun --standalone --nproc_per_node=8 -m chatforge train --preset d20")
     assert pre.exec_argv(resume=True)[-1] == "--resume"
     tiny = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu")
-    assert tiny[3].command().startswith("chatforge train --preset d4")
+    assert tiny[3].command().startswith("chatforge train --preset")
+    assert "--mix default" in tiny[4].command() and "--tasks bpb,t0_mc" in tiny[5].command()
+    # without ../shared/data: generated SFT set, bpb on the held-out local text
+    local = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu", heldout="/x/heldout.txt")
+    assert "--mix synthetic" in local[4].command()
+    assert "--tasks bpb " in local[5].command() and "--bpb-text /x/heldout.txt" in local[6].command()
