@@ -388,10 +388,11 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
     B, V = logits.shape
     dev = logits.device
     logp = torch.log_softmax(logits, dim=-1)
-    temps = torch.tensor([r.req.params.temperature for r in rows], device=dev)
-    greedy = temps == 0
+    temps_l = [r.req.params.temperature for r in rows]
     choice = logits.argmax(-1)
-    if not bool(greedy.all()):
+    if any(t > 0 for t in temps_l):  # decided on the host: no device sync for greedy batches
+        temps = torch.tensor(temps_l, device=dev)
+        greedy = temps == 0
         x = logits / temps.clamp_min(1e-5)[:, None]
         ks = [r.req.params.top_k or V for r in rows]
         ps = [r.req.params.top_p if r.req.params.top_p is not None else 1.0 for r in rows]
@@ -406,7 +407,7 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
         probs = x.softmax(-1)
         drawn = torch.multinomial(probs, 1).squeeze(1)
         for j, r in enumerate(rows):
-            if r.generator is not None and not bool(greedy[j]):
+            if r.generator is not None and temps_l[j] > 0:
                 drawn[j] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
         choice = torch.where(greedy, choice, drawn)
     lp = logp.gather(1, choice[:, None]).squeeze(1)

@@ -20,3 +20,13 @@ def random_model(vocab_size: int, seq_len: int = 256, seed: int = 0) -> GPT:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return random_model(tiny_tokenizer.vocab_size)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The test models are tiny: one intra-op thread is fastest, and on a busy machine OpenMP's
+    spinning across threads makes each small op ~100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

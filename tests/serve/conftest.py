@@ -68,3 +68,13 @@ def live_server(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def make_random_model():
     return random_model
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The test models are tiny: one intra-op thread is fastest, and on a busy machine OpenMP's
+    spinning across threads makes each small op ~100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
