@@ -3,8 +3,11 @@
 cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d4 model (~5M
            parameters) on a few MB of real text, a short SFT, evaluations on small samples.
 smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
-gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters). Each stage is one
-           resumable command; pass `--time-limit 500` to run it as a chain of < 9-minute calls.
+gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters), 20 tokens per
+           parameter, but at most 8 passes over the data: offline, ../shared/data gives only a
+           few million tokens, so pass --inputs with FineWeb parquet/WARC files for a full run.
+           Each stage is one resumable command; `--time-limit 500` runs it as a chain of
+           < 9-minute calls.
 gpu-d20    8 H100s (torchrun), the nanochat-scale run: a d20 model (~500M parameters) on ~10B
            tokens of FineWeb-like data. Documented here; it needs data we do not have offline,
            so run it with --inputs pointing at real shards (or on one GPU with fewer tokens).
@@ -30,6 +33,7 @@ class Preset:
     model: str = "d4"
     seq_len: int = 256
     train_tokens: int = 6_000_000
+    max_epochs: float = 0.0         # if > 0: cap train_tokens at this many passes over the train shards
     batch_tokens: int = 8192
     train_extra: tuple[str, ...] = ()
     # SFT
@@ -65,7 +69,7 @@ PRESETS = {
         name="gpu-d12",
         description="one H100, under an hour: d12 model, vocab 32768, context 2048",
         vocab_size=32768, model="d12", seq_len=2048,
-        train_tokens=2_000_000_000, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
+        train_tokens=1_700_000_000, max_epochs=8, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
     ),

@@ -58,6 +58,11 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str
     if heldout:
         eval_flags += ["--bpb-text", heldout]
     base_tasks = "bpb" if heldout else "bpb,t0_mc"
+    train_tokens = preset.train_tokens
+    if preset.max_epochs and (shards / "meta.json").is_file():
+        # known once the data is tokenized: never loop over a small corpus more than max_epochs times
+        have = json.loads((shards / "meta.json").read_text())["splits"]["train"]["tokens"]
+        train_tokens = min(train_tokens, int(preset.max_epochs * have))
     sft_tasks = ["--tasks", "bpb"] if heldout else []
     mix = "synthetic" if heldout else preset.sft_mix
     launcher = ["--standalone", f"--nproc_per_node={preset.nproc}"] if preset.nproc > 1 else []
@@ -69,7 +74,7 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str
         Stage("tokenize", ["data", "tokenize", str(docs), "--tokenizer", str(tok), "--out", str(shards), "--overwrite"],
               shards / "meta.json"),
         Stage("pretrain", ["train", "--preset", preset.model, "--data", str(shards), "--tokenizer", str(tok),
-                           "--out", str(base), "--tokens", str(preset.train_tokens), "--seq-len", str(preset.seq_len),
+                           "--out", str(base), "--tokens", str(train_tokens), "--seq-len", str(preset.seq_len),
                            "--batch-tokens", str(preset.batch_tokens), "--device", device, *preset.train_extra],
               base / "model.safetensors", resume_flag="--resume", launcher=launcher),
         Stage("sft", ["sft", "--base", str(base), "--mix", mix, "--out", str(sft),
@@ -152,7 +157,11 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
     timings.setdefault("stages", {})
     rerun_downstream = False
     stopped_early = False
-    for i, st in enumerate(stages):
+    for i in range(len(stages)):
+        # re-planned before each stage: a command may depend on an earlier stage's output
+        # (the token budget on the tokenized corpus size)
+        stages = plan(preset, out, in_files, device, heldout)
+        st = stages[i]
         done = None if rerun_downstream else stage_done(out, st)
         if done:
             print(f"[{i + 1}/{len(stages)}] {st.name}: done earlier ({done['seconds']:.1f} s), skipped  "

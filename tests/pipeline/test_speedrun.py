@@ -104,3 +104,13 @@ def test_presets_and_real_plan(tmp_path):
     local = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu", heldout="/x/heldout.txt")
     assert "--mix synthetic" in local[4].command()
     assert "--tasks bpb " in local[5].command() and "--bpb-text /x/heldout.txt" in local[6].command()
+
+
+def test_token_budget_capped_by_epochs_once_the_corpus_is_known(tmp_path):
+    p = get_preset("gpu-d12")
+    before = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
+    assert before[before.index("--tokens") + 1] == str(p.train_tokens)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 3_000_000}}}))
+    after = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
+    assert after[after.index("--tokens") + 1] == str(8 * 3_000_000)
