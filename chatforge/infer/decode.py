@@ -95,6 +95,7 @@ class StaticDecoder:
         if compile:
             self._step_fn = torch.compile(self._forward, dynamic=False, fullgraph=True)
         self.graphs: dict[tuple[int, int], tuple] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None  # graphs share memory
         self.pos_t = torch.zeros((), dtype=torch.long, device=self.device)
 
     # -- the forward pass over [B, T] new tokens at positions pos .. pos+T-1 ------------------------
@@ -168,7 +169,7 @@ class StaticDecoder:
                 self._step_fn(static_in, self.pos_t, length)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             static_out = self._step_fn(static_in, self.pos_t, length)
         return graph, static_in, static_out
 

@@ -411,4 +411,5 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
                 drawn[j] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
         choice = torch.where(greedy, choice, drawn)
     lp = logp.gather(1, choice[:, None]).squeeze(1)
-    return choice.tolist(), lp.tolist()
+    both = torch.stack([choice.double(), lp.double()]).cpu()  # one device->host copy per step
+    return [int(t) for t in both[0].tolist()], both[1].tolist()
