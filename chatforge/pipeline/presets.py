@@ -60,7 +60,7 @@ PRESETS = {
         name="smoke",
         description="CI smoke run: the whole chain on tiny settings in about a minute",
         inputs="shared-small", input_max_mb=3.0, vocab_size=512, model="d2", seq_len=128,
-        train_tokens=60_000, batch_tokens=2048, train_extra=("--eval-every", "10", "--eval-tokens", "4096"),
+        train_tokens=40_000, batch_tokens=2048, train_extra=("--eval-every", "10", "--eval-tokens", "4096"),
         sft_mix="tiny", sft_steps=8, sft_batch_size=4, sft_extra=("--eval-every", "0", "--no-probes"),
         eval_limits={"bpb_tokens": 2000, "limit_mc": 12, "limit_gsm8k": 4, "limit_humaneval": 2, "limit_probes": 2},
         device="cpu",
