@@ -40,14 +40,19 @@ def make_warc(shared: Path, path: Path, copies: int) -> int:
         for url, v in exp.items():
             raw = gzip.open(shared / "web" / "pages" / v["file"]).read()
             u = url if url.startswith("http") else f"https://{url.split('::')[-1].split('-')[0]}/{v['file']}"
-            pages.append((u + (f"?copy={k}" if k else ""), raw.decode("utf-8", "replace")))
+            u = u.strip().replace(" ", "%20")
+            if k:
+                u += ("&" if "?" in u else "?") + f"copy={k}"
+            pages.append((u, raw.decode("utf-8", "replace")))
     write_warc(path, pages)
     return len(pages)
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process and (separately) of its largest child, whichever is more."""
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"peak rss self {self_kb / 1024:.0f} MB, largest child {child_kb / 1024:.0f} MB", file=sys.stderr)
     return max(self_kb, child_kb) / 1024
 
 

@@ -218,6 +218,10 @@ class Reader:
     def _read_warc(self, path: Path) -> Iterator[Doc]:
         from warcio.archiveiterator import ArchiveIterator
 
+        import logging
+
+        logging.getLogger("warcio").setLevel(logging.ERROR)  # per-record URI warnings: not our output
+
         class QuietIterator(ArchiveIterator):
             INC_RECORD = ""  # warcio prints a warning per mis-sized record; we count them instead
 
