@@ -242,9 +242,10 @@ class Engine:
                     g.manual_seed(int(r.params.seed) + i)
                 rows.append(_Row(r, i, len(r.prompt), g))
                 src.append(uniq[tuple(r.prompt)])
-        index = torch.tensor(src, device=dev)
-        dec.select(index)
-        logits = logits.index_select(0, index)
+        if src != list(range(len(prompts))):  # some prompt feeds several rows: copy its cache
+            index = torch.tensor(src, device=dev)
+            dec.select(index)
+            logits = logits.index_select(0, index)
 
         while rows:
             events = self._step_tokens(rows, logits)
