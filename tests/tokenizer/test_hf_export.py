@@ -89,6 +89,13 @@ def test_transformers_fast_tokenizer_loads_the_directory(real_tok, docs):
         assert fast_plain.encode(d, add_special_tokens=False) == real_tok.encode(d)
 
 
+def test_same_ids_on_edge_cases(tiny_tokenizer):
+    assert [e.ids for e in _hf(tiny_tokenizer, True).encode_batch(EDGE_CASES)] == \
+        tiny_tokenizer.encode_batch(EDGE_CASES)
+    assert [e.ids for e in _hf(tiny_tokenizer, False).encode_batch(EDGE_CASES)] == \
+        tiny_tokenizer.encode_batch(EDGE_CASES, allowed_special="all")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80))
 def test_same_ids_on_arbitrary_unicode(tiny_tokenizer, text):
