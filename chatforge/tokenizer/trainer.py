@@ -263,9 +263,20 @@ def train_tokenizer(inputs, vocab_size: int = 32768, out_dir=None, *, text_field
 
     check_vocab_size(vocab_size, 20)
     stats = CorpusStats()
-    tok = train_from_texts(iter_texts(inputs, text_fields=text_fields, stats=stats), vocab_size,
-                           num_proc=num_proc, progress=progress,
-                           meta={"inputs": [str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]})
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    try:
+        tok = train_from_texts(iter_texts(inputs, text_fields=text_fields, stats=stats), vocab_size,
+                               num_proc=num_proc, progress=progress, meta={"inputs": list(map(str, inputs))})
+    except ChatforgeError as e:
+        if stats.skipped_files or stats.skipped_records:  # say why the corpus came out empty
+            why = f"skipped {len(stats.skipped_files)} files, {stats.skipped_records} jsonl records"
+            if stats.skipped_files:
+                why += f", e.g. {stats.skipped_files[0]}"
+            if stats.skipped_records:
+                fields = text_fields if isinstance(text_fields, str) else ",".join(text_fields)
+                why += f" (jsonl records need a string field: {fields})"
+            raise ChatforgeError(f"{e} ({why})") from None
+        raise
     tok.meta.update({"files": stats.files, "texts": stats.texts, "chars": stats.chars,
                      "skipped_files": stats.skipped_files[:100], "skipped_records": stats.skipped_records})
     if progress:
