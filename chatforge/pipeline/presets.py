@@ -1,7 +1,7 @@
 """Speedrun presets: every knob of one end-to-end run, in one readable place.
 
-cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d4 model (~5M
-           parameters) on a few MB of real text, a short SFT, evaluations on small samples.
+cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d4 model (5.5M
+           parameters) on 1M tokens of real text, a short SFT, evaluations on small samples.
 smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
 gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters), 20 tokens per
            parameter, but at most 8 passes over the data: offline, ../shared/data gives only a
@@ -53,7 +53,10 @@ class Preset:
 PRESETS = {
     "cpu-tiny": Preset(
         name="cpu-tiny",
-        description="2 CPU cores, offline, <= 15 min: d4 model on a few MB of real text",
+        description="2 CPU cores, offline, <= 15 min: d4 model (5.5M parameters), 1M tokens of real text",
+        model="d4", seq_len=512, train_tokens=1_000_000, batch_tokens=8192,
+        train_extra=("--eval-every", "30", "--eval-tokens", "16384"),
+        sft_steps=100, sft_batch_size=8, sft_extra=("--eval-every", "50"),
         device="cpu",
     ),
     "smoke": Preset(
@@ -70,6 +73,7 @@ PRESETS = {
         description="one H100, under an hour: d12 model, vocab 32768, context 2048",
         vocab_size=32768, model="d12", seq_len=2048,
         train_tokens=1_700_000_000, max_epochs=8, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
+        train_extra=("--save-every", "100", "--eval-every", "100"), sft_extra=("--save-every", "100"),
         eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
     ),
