@@ -113,3 +113,23 @@ def test_unknown_inputs_are_errors(tmp_path):
         expand_inputs([str(tmp_path / "x.bin")])
     with pytest.raises(ChatforgeError, match="matches no files"):
         expand_inputs([str(tmp_path / "*.warc")])
+
+
+def test_warc_gzip_content_encoding_and_charset(tmp_path):
+    """A response whose body is gzip Content-Encoded and declared windows-1251 in a <meta>."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    html = "<html><head><meta charset=\"windows-1251\"></head><body><p>Привет, мир! Это проверка.</p></body></html>"
+    body = gzip.compress(html.encode("cp1251"))
+    with open(tmp_path / "enc.warc.gz", "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip"),
+                                           ("Content-Length", str(len(body)))], protocol="HTTP/1.1")
+        rec = w.create_warc_record("http://example.ru/", "response", payload=io.BytesIO(body), http_headers=http)
+        w.write_record(rec)
+        rec.raw_stream.close()
+    docs, st = _read(tmp_path / "enc.warc.gz")
+    assert len(docs) == 1 and "Привет, мир!" in docs[0].text and docs[0].meta["charset"] == "cp1251"

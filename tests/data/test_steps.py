@@ -122,3 +122,17 @@ def test_minhash_near_duplicates_and_union_find(tmp_path):
     st = find_duplicates([tmp_path / "s0.npy", tmp_path / "s1.npy"], [tmp_path / "e0.npy", tmp_path / "e1.npy"], 14, 8)
     # base kept; its uppercase copy is an exact dup after normalisation; near and near2 cluster with base
     assert st[0].tolist() == [KEEP, KEEP] and st[1].tolist() == [EXACT_DUP, NEAR_DUP, NEAR_DUP]
+
+
+def test_extractor_time_limit_and_passthrough():
+    import time as _time
+
+    from chatforge.data.extract import Extractor
+
+    ex = Extractor("trafilatura", timeout=0.2)
+    ex.fn = lambda html: _time.sleep(5) or "never"
+    t0 = _time.perf_counter()
+    out, st = _run(ex, [Doc("1", "<html>slow</html>", meta={"format": "html"}), Doc("2", "plain", meta={"format": "text"})])
+    assert _time.perf_counter() - t0 < 2
+    assert [d.id for d in out] == ["2"] and st["dropped"] == {"timeout": 1}
+    assert st["counters"] == {"passed_through_text": 1}
