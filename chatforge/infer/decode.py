@@ -99,14 +99,16 @@ class StaticDecoder:
         self.pos_t = torch.zeros((), dtype=torch.long, device=self.device)
 
     # -- the forward pass over [B, T] new tokens at positions pos .. pos+T-1 ------------------------
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int, row0: int = 0) -> torch.Tensor:
+        """Rows row0 .. row0+B of the cache take tokens `ids` [B, T] at positions pos .. pos+T-1."""
         cfg = self.cfg
         B, T = ids.shape
+        rows = slice(row0, row0 + B)
         H, Hkv, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.norm_eps
         q_pos = pos + torch.arange(T, device=ids.device)                       # [T]
         cos, sin = self.cos[q_pos], self.sin[q_pos]                            # [T, D]
         keys = torch.arange(length, device=ids.device)
-        allowed = (keys[None, :] <= q_pos[:, None])[None] & self.key_ok[:B, None, :length]  # [B, T, L]
+        allowed = (keys[None, :] <= q_pos[:, None])[None] & self.key_ok[rows, None, :length]  # [B, T, L]
         allowed = (allowed | (keys[None, :] == q_pos[:, None])[None])[:, None]               # [B, 1, T, L]
         x = F.embedding(ids, self.model.model.embed_tokens.weight)
         for i, (n1, wq, wk, wv, wo, n2, wg, wu, wd) in enumerate(self.layers):
@@ -115,14 +117,14 @@ class StaticDecoder:
             k = F.linear(h, wk).view(B, T, Hkv, D).transpose(1, 2)
             v = F.linear(h, wv).view(B, T, Hkv, D).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            self.k[i, :B].index_copy_(2, q_pos, k)
-            self.v[i, :B].index_copy_(2, q_pos, v)
-            y = _attend(q, self.k[i, :B, :, :length], self.v[i, :B, :, :length], allowed)
+            self.k[i, rows].index_copy_(2, q_pos, k)
+            self.v[i, rows].index_copy_(2, q_pos, v)
+            y = _attend(q, self.k[i, rows, :, :length], self.v[i, rows, :, :length], allowed)
             x = x + F.linear(y.transpose(1, 2).reshape(B, T, H * D), wo)
             h = F.rms_norm(x, (x.size(-1),), n2, eps)
             x = x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
         x = F.rms_norm(x, (x.size(-1),), self.model.model.norm.weight, eps)
-        return F.linear(x[:, -1], self.model.lm_head.weight).float()
+        return self.model.lm_head(x[:, -1]).float()  # the module, so hooks on it apply here too
 
     def _length(self, upto: int) -> int:
         if self.device.type != "cuda":
@@ -139,6 +141,22 @@ class StaticDecoder:
         self.pos_t.fill_(0)
         logits = self._forward(ids, self.pos_t, self._length(T))
         self.pos = T
+        return logits
+
+    def join(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """New rows after the current ones: prompts `ids` [m, L] (left-padded, `mask`) placed at
+        positions pos-L .. pos-1, so they continue in step with the batch. -> their logits [m, V]."""
+        m, L = ids.shape
+        r0 = self.rows
+        if r0 + m > self.k.shape[1] or L > self.pos:
+            raise ValueError(f"cannot join {m} rows of {L} tokens at position {self.pos} with {r0} rows in use")
+        start = self.pos - L
+        self.key_ok[r0:r0 + m] = True
+        self.key_ok[r0:r0 + m, :start] = False       # nothing before the prompt
+        self.key_ok[r0:r0 + m, start:self.pos] = mask.to(torch.bool)
+        pos = torch.full((), start, dtype=torch.long, device=self.device)
+        logits = self._forward(ids, pos, self._length(self.pos), row0=r0)
+        self.rows = r0 + m
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -202,15 +202,41 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, requests: list[Request]) -> Iterator[list[Event]]:
-        """Yield the events of each decode step until every row of every request has finished."""
+    def generate(self, requests: list[Request], admit=None, max_rows: int = 0) -> Iterator[list[Event]]:
+        """Yield the events of each decode step until every row of every request has finished.
+
+        `admit(free_rows, pos, room)`, when given, is asked between steps for more requests to
+        join the running batch (continuous batching, fast decoder only): it returns requests with
+        at most `free_rows` rows in all, prompts of at most `pos` tokens (they are left-padded up
+        to the batch's position) and wanting at most `room` more positions. `max_rows` reserves
+        decoder rows for such joiners.
+        """
         for r in requests:
             r.params.validate()
             self.check_prompt(r.prompt)
         with self.lock:
-            yield from self._generate(requests)
+            yield from self._generate(requests, admit if self.fast else None, max_rows)
 
-    def _generate(self, requests: list[Request]) -> Iterator[list[Event]]:
+    def _new_rows(self, r: Request) -> list[_Row]:
+        rows = []
+        for i in range(r.n):
+            g = None
+            if r.params.seed is not None:
+                g = torch.Generator(device=self.device)
+                g.manual_seed(int(r.params.seed) + i)
+            rows.append(_Row(r, i, len(r.prompt), g))
+        return rows
+
+    @staticmethod
+    def _left_pad(prompts: list[list[int]], length: int, pad: int):
+        ids = torch.full((len(prompts), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, length - len(p):] = torch.tensor(p)
+            mask[i, length - len(p):] = 1
+        return ids, mask
+
+    def _generate(self, requests: list[Request], admit=None, max_rows: int = 0) -> Iterator[list[Event]]:
         model, dev = self.model, self.device
         # distinct prompts, prefilled once each, left-padded to a common length
         uniq: dict[tuple, int] = {}
@@ -221,34 +247,25 @@ class Engine:
         budget = max(r.params.max_tokens for r in requests)
         if any(r.params.use_tools for r in requests) and len(self.tools):
             budget += 1024  # room for forced tool output
-        max_len = min(self.max_context, P + budget)
-        ids = torch.full((len(prompts), P), self.tok.bos_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), P), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, P - len(p):] = torch.tensor(p)
-            mask[i, P - len(p):] = 1
+        max_len = min(self.max_context, P + budget) if admit is None else self.max_context
+        ids, mask = self._left_pad(prompts, P, self.tok.bos_id)
         ragged = bool((mask == 0).any())
         n_rows = sum(r.n for r in requests)
-        dec = self._get_decoder(max(len(prompts), n_rows), max_len)
+        dec = self._get_decoder(max(len(prompts), n_rows, max_rows), max_len)
         logits = dec.prefill(ids.to(dev), mask.to(dev) if ragged else None)
 
         rows: list[_Row] = []
         src = []
         for r in requests:
-            for i in range(r.n):
-                g = None
-                if r.params.seed is not None:
-                    g = torch.Generator(device=dev)
-                    g.manual_seed(int(r.params.seed) + i)
-                rows.append(_Row(r, i, len(r.prompt), g))
-                src.append(uniq[tuple(r.prompt)])
+            rows += self._new_rows(r)
+            src += [uniq[tuple(r.prompt)]] * r.n
         if src != list(range(len(prompts))):  # some prompt feeds several rows: copy its cache
             index = torch.tensor(src, device=dev)
             dec.select(index)
             logits = logits.index_select(0, index)
 
         while rows:
-            events = self._step_tokens(rows, logits)
+            events, nxt = self._step_tokens(rows, logits)
             finished = [j for j, row in enumerate(rows) if row.finish]
             if dec.pos >= max_len:
                 for j, row in enumerate(rows):
@@ -265,8 +282,28 @@ class Engine:
                 if len(keep) < len(rows):
                     dec.select(torch.tensor(keep, device=dev))
                     rows = [rows[j] for j in keep]
-                    self._next_tokens = self._next_tokens[keep]
-            logits = dec.step(self._next_tokens.to(dev))
+                    nxt = [nxt[j] for j in keep]
+            if admit is not None and dec.k.shape[1] > len(rows):
+                joined = admit(dec.k.shape[1] - len(rows), dec.pos, max_len - dec.pos)
+                if joined:
+                    new_rows, new_logits = self._join(dec, joined)
+                    new_events, new_nxt = self._step_tokens(new_rows, new_logits)
+                    rows, nxt = rows + new_rows, nxt + new_nxt
+                    yield new_events
+            logits = dec.step(torch.tensor(nxt, dtype=torch.long).to(dev))
+
+    def _join(self, dec, requests: list[Request]):
+        """Prefill late requests into free decoder rows, left-padded to the batch position."""
+        for r in requests:
+            r.params.validate()
+            self.check_prompt(r.prompt)
+            if len(r.prompt) > dec.pos:
+                raise ValueError(f"a joining prompt ({len(r.prompt)} tokens) must fit before position {dec.pos}")
+        prompts = [r.prompt for r in requests for _ in range(r.n)]
+        L = max(len(p) for p in prompts)
+        ids, mask = self._left_pad(prompts, L, self.tok.bos_id)
+        logits = dec.join(ids.to(self.device), mask.to(self.device))
+        return [row for r in requests for row in self._new_rows(r)], logits
 
     def _get_decoder(self, rows: int, max_len: int):
         from chatforge.infer.decode import BUCKET, ModelDecoder, StaticDecoder
@@ -286,7 +323,7 @@ class Engine:
         return d
 
     # ------------------------------------------------------------------------------------------
-    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor) -> list[Event]:
+    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor) -> tuple[list[Event], list[int]]:
         """Pick every row's next token (forced, or sampled from `logits`) and update its state."""
         sampled, logprobs = _sample_rows(logits, rows)
         events, nxt = [], []
@@ -307,8 +344,7 @@ class Engine:
                 self._finish(row, "length", ev)
             events.append(ev)
             nxt.append(tok)
-        self._next_tokens = torch.tensor(nxt, dtype=torch.long)
-        return events
+        return events, nxt
 
     def _advance(self, row: _Row, tok: int, forced: bool, ev: Event) -> None:
         p = row.req.params

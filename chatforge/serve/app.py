@@ -188,7 +188,8 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "batches": sched.batches, "busy_rows": sched.busy_rows,
+        return {"status": "ok", "model": model_name, "batches": sched.batches, "joined": sched.joined,
+                "busy_rows": sched.busy_rows,
                 "queued": sched.inbox.qsize() + len(sched.waiting)}
 
     @app.get("/v1/models")

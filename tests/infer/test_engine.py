@@ -150,3 +150,26 @@ def test_a_search_tool_plugs_in(tiny_model, tiny_tokenizer):
     c = eng.complete([tok.bos_id, 5], SamplingParams(temperature=0))[0]
     assert [p["type"] for p in c.parts] == ["search", "search_output", "text"]
     assert c.parts[1]["text"] == "results for capital of France"
+
+
+def test_requests_joining_a_running_batch_match_running_alone(tiny_model, tiny_tokenizer):
+    eng = Engine(tiny_model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)
+    sp = SamplingParams(max_tokens=20, temperature=0, **NO_STOPS)
+    first = Request(ps[2], sp)                       # the longest prompt starts the batch
+    late = [Request(ps[0], sp, n=2), Request(ps[1], SamplingParams(max_tokens=8, temperature=0.8, seed=3, **NO_STOPS))]
+    calls = []
+
+    def admit(free, pos, room):
+        calls.append((free, pos))
+        return late if len(calls) == 4 else []
+
+    got = {}
+    for events in eng.generate([first], admit=admit, max_rows=4):
+        for ev in events:
+            got.setdefault((ev.request.id, ev.index), []).append(ev.token)
+    assert calls[3] == (3, len(ps[2]) + 3)  # joined at step 4, into the 3 free rows
+    for r in [first] + late:
+        alone = eng.complete(r.prompt, r.params, n=r.n)
+        for i in range(r.n):
+            assert [t for t in got[(r.id, i)] if t is not None] == alone[i].token_ids

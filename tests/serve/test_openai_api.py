@@ -208,3 +208,33 @@ def test_serve_command(tmp_path, tiny_tokenizer, make_random_model):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_late_request_joins_the_running_batch(live_server):
+    """A short request arriving during a long generation is served within it, not after it."""
+    import threading
+    import time
+
+    before = httpx.get(live_server.url + "/health").json()["joined"]
+    long_done = {}
+
+    def long():
+        httpx.post(live_server.url + "/v1/chat/completions", timeout=120, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "a long one " * 8}], "max_tokens": 1500})
+        long_done["t"] = time.monotonic()
+
+    th = threading.Thread(target=long)
+    th.start()
+    while httpx.get(live_server.url + "/health").json()["busy_rows"] == 0:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    short = httpx.post(live_server.url + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "short"}], "max_tokens": 5, "temperature": 0}).json()
+    t_short = time.monotonic()
+    th.join()
+    assert short["usage"]["completion_tokens"] == 5
+    assert t_short < long_done["t"], "the short request waited for the long one to finish"
+    assert httpx.get(live_server.url + "/health").json()["joined"] > before
+    alone = httpx.post(live_server.url + "/v1/chat/completions", timeout=60, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "short"}], "max_tokens": 5, "temperature": 0}).json()
+    assert alone["choices"][0]["message"]["content"] == short["choices"][0]["message"]["content"]
