@@ -186,9 +186,15 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
         except ChatforgeError as e:
             raise APIError(400, str(e)) from None
 
+    def check_n(n):
+        if n > sched.max_rows:
+            raise APIError(400, f"'n' is {n} but this server decodes at most {sched.max_rows} sequences at once",
+                           "n", "invalid_value")
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model_name, "batches": sched.batches, "joined": sched.joined,
+                "cancelled_rows": sched.cancelled_rows,
                 "busy_rows": sched.busy_rows,
                 "queued": sched.inbox.qsize() + len(sched.waiting)}
 
@@ -208,6 +214,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
             raise APIError(400, str(e), "messages") from None
         check(ids)
         params, n = sampling_params(body, None, use_tools=True)
+        check_n(n)
         stream, include_usage = _stream_flag(body)
         want_lp = body.get("logprobs") is True
         r = Request(ids, params, n)
@@ -228,6 +235,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
             raise APIError(400, "'prompt' must be a string (or a list of token ids)", "prompt")
         check(ids)
         params, n = sampling_params(body, (tok.bos_id,), use_tools=False)
+        check_n(n)
         stream, include_usage = _stream_flag(body)
         want_lp = body.get("logprobs") not in (None, False, 0)
         r = Request(ids, params, n)
@@ -249,14 +257,19 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
 
     async def _events(http: HTTPRequest, r: Request, sink: asyncio.Queue):
         """Engine events for r, until done; cancels r when the client goes away."""
+        next_check = time.monotonic() + 0.5
         try:
             while True:
                 try:
                     item = await asyncio.wait_for(sink.get(), timeout=0.5)
                 except asyncio.TimeoutError:
+                    item = None
+                if time.monotonic() >= next_check:  # also while events keep flowing
+                    next_check = time.monotonic() + 0.5
                     if await http.is_disconnected():
                         r.cancel()
                         return
+                if item is None:
                     continue
                 if item is DONE:
                     return

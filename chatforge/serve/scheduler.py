@@ -48,6 +48,7 @@ class Scheduler:
         self.busy_rows = 0
         self.batches = 0
         self.joined = 0  # requests that joined a running batch
+        self.cancelled_rows = 0  # rows stopped because their client went away
         self.thread = threading.Thread(target=self._run, name="chatforge-engine", daemon=True)
         self.thread.start()
 
@@ -126,6 +127,7 @@ class Scheduler:
                         job = by_id[rid]
                         job.send(evs)
                         job.rows_left -= sum(ev.finish_reason is not None for ev in evs)
+                        self.cancelled_rows += sum(ev.finish_reason == "cancelled" for ev in evs)
                         if job.rows_left == 0:
                             job.send(DONE)  # answer now, not when the whole batch ends
                 for j in by_id.values():
