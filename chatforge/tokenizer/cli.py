@@ -23,7 +23,7 @@ def cmd_train(args):
 
     t0 = time.time()
     tok = train_tokenizer(args.inputs, args.vocab_size, args.out, text_fields=args.text_field,
-                          num_proc=args.num_proc, progress=not args.quiet)
+                          num_proc=args.num_proc, progress=not args.quiet, max_words=args.max_words)
     print(f"trained vocab {tok.vocab_size:,} ({len(tok.merges):,} merges) on "
           f"{tok.meta.get('chars', 0):,} chars in {time.time() - t0:.1f}s -> {tok.path}")
     return 0
@@ -91,6 +91,8 @@ def register(sub):
     t.add_argument("--out", type=Path, required=True, help="tokenizer directory to write")
     t.add_argument("--text-field", default="text", help="jsonl field(s) holding text, comma-separated")
     t.add_argument("--num-proc", type=int, default=None, help="processes for word counting (all cores)")
+    t.add_argument("--max-words", type=int, default=None,
+                   help="cap on distinct words kept while counting (drops the rarest; for huge corpora)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_train)
 

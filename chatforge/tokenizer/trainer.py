@@ -62,18 +62,32 @@ def _batches(texts: Iterable[str], batch_chars: int):
 
 
 def count_words(texts: Iterable[str], *, num_proc: int | None = None, progress: bool = True,
-                batch_chars: int = BATCH_CHARS) -> Counter:
-    """Split every text with SPLIT_PATTERN and count the pieces (as str). Streams; all cores."""
+                batch_chars: int = BATCH_CHARS, max_words: int | None = None) -> Counter:
+    """Split every text with SPLIT_PATTERN and count the pieces (as str). Streams; all cores.
+
+    Memory is O(distinct words). For unbounded web-scale input set `max_words`: whenever the table
+    outgrows it, the rarest words are dropped (count 1 first, then 2, ...) until it is under 3/4 of
+    it. Merges are then approximate for the rarest words only; results stay deterministic.
+    """
     num_proc = num_proc or os.cpu_count() or 1
     total: Counter = Counter()
     chars = 0
+    pruned = 0
     t0 = time.time()
     bar = _progress(progress, desc="counting words", unit="MB")
 
     def add(batch_counter, n_chars):
         nonlocal chars
+        nonlocal pruned
         total.update(batch_counter)  # C-speed dict update when `total` is still empty
         chars += n_chars
+        if max_words and len(total) > max_words:
+            floor = 1
+            while len(total) > max_words * 3 // 4:
+                for w in [w for w, c in total.items() if c <= floor]:
+                    del total[w]
+                    pruned += 1
+                floor += 1
         if bar is not None:
             bar.update(n_chars / 1e6)
 
@@ -103,7 +117,8 @@ def count_words(texts: Iterable[str], *, num_proc: int | None = None, progress: 
         bar.close()
     if progress:
         print(f"counted {len(total):,} distinct words in {chars / 1e6:.1f}M chars "
-              f"({time.time() - t0:.1f}s)", file=sys.stderr)
+              f"({time.time() - t0:.1f}s)" + (f"; pruned {pruned:,} rare words" if pruned else ""),
+              file=sys.stderr)
     return total
 
 
@@ -224,14 +239,14 @@ def check_vocab_size(vocab_size: int, n_special: int) -> int:
 
 
 def train_from_texts(texts: Iterable[str], vocab_size: int, *, num_proc: int | None = None,
-                     progress: bool = True, meta: dict | None = None):
+                     progress: bool = True, meta: dict | None = None, max_words: int | None = None):
     """Train on an iterable of texts; returns a Tokenizer (not saved)."""
     from chatforge.tokenizer.special import SPECIAL_TOKENS
     from chatforge.tokenizer.tokenizer import Tokenizer
 
     n_tokens = check_vocab_size(vocab_size, len(SPECIAL_TOKENS))
     t0 = time.time()
-    counts = count_words(texts, num_proc=num_proc, progress=progress)
+    counts = count_words(texts, num_proc=num_proc, progress=progress, max_words=max_words)
     if not counts:
         raise ChatforgeError("the corpus is empty: no text found in the inputs; "
                              "give .txt/.jsonl files (optionally .gz/.zst/.xz) or directories of them")
@@ -254,7 +269,7 @@ def train_from_texts(texts: Iterable[str], vocab_size: int, *, num_proc: int | N
 
 
 def train_tokenizer(inputs, vocab_size: int = 32768, out_dir=None, *, text_fields=("text",),
-                    num_proc: int | None = None, progress: bool = True):
+                    num_proc: int | None = None, progress: bool = True, max_words: int | None = None):
     """Train our BPE on `inputs` (files/dirs: .txt, .jsonl, .gz/.zst/.xz) and save to `out_dir`.
 
     Returns the Tokenizer (with `.path` set when saved).
@@ -266,7 +281,8 @@ def train_tokenizer(inputs, vocab_size: int = 32768, out_dir=None, *, text_field
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     try:
         tok = train_from_texts(iter_texts(inputs, text_fields=text_fields, stats=stats), vocab_size,
-                               num_proc=num_proc, progress=progress, meta={"inputs": list(map(str, inputs))})
+                               num_proc=num_proc, progress=progress, max_words=max_words,
+                               meta={"inputs": list(map(str, inputs))})
     except ChatforgeError as e:
         if stats.skipped_files or stats.skipped_records:  # say why the corpus came out empty
             why = f"skipped {len(stats.skipped_files)} files, {stats.skipped_records} jsonl records"

@@ -121,3 +121,13 @@ def test_empty_corpus_is_a_user_error():
 def test_tiny_corpus_stops_early_with_smaller_vocab():
     tok = train_from_texts(["abab"], 1000, num_proc=1, progress=False)
     assert tok.vocab_size < 1000 and tok.decode(tok.encode("abab")) == "abab"
+
+
+def test_max_words_bounds_the_table_and_keeps_frequent_words():
+    rare = ["".join(chr(97 + int(d)) for d in str(i * 7919)) for i in range(3000)]  # distinct letter words
+    texts = [f"common words here {r}" for r in rare]
+    full = count_words(texts, num_proc=1, progress=False, batch_chars=2000)
+    capped = count_words(texts, num_proc=1, progress=False, batch_chars=2000, max_words=500)
+    assert len(full) > 3000 and len(capped) <= 500
+    for w in (" common", " words", " here"):
+        assert capped[w] == full[w] == 3000
