@@ -126,6 +126,8 @@ class _Row:
         self.text = ""                       # all assistant text so far (stop-string search)
         self.emitted = 0                     # chars of self.text already emitted
         self.part_base = 0                   # len(self.text) when the current text run began
+        self.part_ckpt = 0                   # part_ids[:part_ckpt] decode cleanly to part_done
+        self.part_done = ""
         self.finish: str | None = None
 
 
@@ -383,16 +385,21 @@ class Engine:
         ev.parts.append((f"{tool.name}_output", out))
         row.forced = [self.output_start, *self.tok.encode(out), self.output_end]
         row.tool, row.call_ids = None, []
-        row.part_ids, row.part_base = [], len(row.text)
+        row.part_ids, row.part_base, row.part_ckpt, row.part_done = [], len(row.text), 0, ""
 
     def _flush_text(self, row: _Row, ev: Event, final: bool) -> None:
         """Emit the text decoded so far, holding back a possible partial UTF-8 char / stop string."""
-        part = self.tok.decode(row.part_ids)
-        if part.endswith("\ufffd") and not final:
-            part = part[:-1]  # maybe the first bytes of a multi-byte char: wait for the rest
+        # decode only the ids after the last clean boundary: O(new tokens) per step, not O(reply)
+        tail = self.tok.decode(row.part_ids[row.part_ckpt:])
+        if not tail.endswith("\ufffd"):
+            row.part_done += tail
+            row.part_ckpt = len(row.part_ids)
+            part = row.part_done
+        else:  # maybe the first bytes of a multi-byte char: wait for the rest unless final
+            part = row.part_done + (tail if final else tail[:-1])
         row.text = row.text[:row.part_base] + part
         if final:
-            row.part_ids, row.part_base = [], len(row.text)
+            row.part_ids, row.part_base, row.part_ckpt, row.part_done = [], len(row.text), 0, ""
         limit = len(row.text)
         for s in row.stop_strings:
             k = row.text.find(s, max(0, row.emitted - len(s) + 1))

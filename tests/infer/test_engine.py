@@ -173,3 +173,17 @@ def test_requests_joining_a_running_batch_match_running_alone(tiny_model, tiny_t
         alone = eng.complete(r.prompt, r.params, n=r.n)
         for i in range(r.n):
             assert [t for t in got[(r.id, i)] if t is not None] == alone[i].token_ids
+
+
+def test_streamed_text_is_exact_across_split_utf8(tiny_model, tiny_tokenizer):
+    """Multi-byte characters split over tokens stream out whole; the deltas add up to decode(ids)."""
+    tok = tiny_tokenizer
+    text = "naïve café — 日本語 😀 done"
+    ids = tok.encode(text)
+    assert any(tok.decode([i]).endswith("\ufffd") for i in ids)  # some token ends mid-character
+    model = ScriptedModel(tiny_model, ids + [tok.special_id("assistant_end")], [], tok.special_id("output_end"))
+    eng = Engine(model, tok)
+    deltas = []
+    for events in eng.generate([Request([tok.bos_id, 5], SamplingParams(temperature=0))]):
+        deltas += [t for ev in events for k, t in ev.parts]
+    assert "".join(deltas) == text and all("\ufffd" not in d for d in deltas)
