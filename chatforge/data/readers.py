@@ -159,6 +159,26 @@ def decode_html(data: bytes, content_type: str | None = None) -> tuple[str, str]
 
 # ---------------------------------------------------------------- readers
 
+_WIKI_HEADING = re.compile(r"^ = [^=].* = $", re.M)
+
+
+def wikitext_sections(text: str) -> list[str]:
+    """WikiText's tokenized form -> one detokenized article per top-level ' = Title = ' heading,
+    paragraphs separated by blank lines (undoing ' @-@ ', ' , ' ... as the bpb eval does)."""
+    from chatforge.eval.bpb import wikitext_detokenize
+
+    articles, cur = [], []
+    for line in text.split("\n"):
+        if _WIKI_HEADING.match(line) and cur:
+            articles.append(cur)
+            cur = []
+        if line.strip():
+            cur.append(line.strip())
+    if cur:
+        articles.append(cur)
+    return [wikitext_detokenize("\n\n".join(a)) for a in articles]
+
+
 def unwrap(para: str) -> str:
     """Join a hard-wrapped paragraph (Gutenberg wraps at ~70 columns) into one line.
 
@@ -353,7 +373,8 @@ class Reader:
         """A big text file becomes documents of ~chunk_words words, cut only at paragraph breaks.
 
         Paragraphs are separated by blank lines. A Project Gutenberg header/licence (between the
-        file start and '*** START OF ...', and after '*** END OF ...') is cut off.
+        file start and '*** START OF ...', and after '*** END OF ...') is cut off. WikiText files
+        are detokenized and split at article boundaries first.
         """
         try:
             with open_binary(path) as f:
@@ -372,22 +393,29 @@ class Reader:
             e = re.search(r"^(\*\*\* ?END OF (THE|THIS)|\s*End of (the )?Project Gutenberg)", text, re.M | re.I)
             if e:
                 text = text[:e.start()]
-        buf, words, k = [], 0, 0
-        for para in re.split(r"\n\s*\n", text):
-            para = unwrap(para.strip("\n"))
-            if not para.strip():
-                continue
-            buf.append(para)
-            words += len(para.split())
-            if words >= self.chunk_words:
+        sections = [text]
+        if " @-@ " in text[:200_000] or _WIKI_HEADING.search(text[:5000]):
+            sections = wikitext_sections(text)  # WikiText "tokens" form: one section per article
+        k = 0
+        for section in sections:
+            buf, words = [], 0
+            for para in re.split(r"\n\s*\n", section):
+                para = unwrap(para.strip("\n"))
+                if not para.strip():
+                    continue
+                buf.append(para)
+                words += len(para.split())
+                if words >= self.chunk_words:
+                    k += 1
+                    yield self._text_doc(path, k, buf)
+                    buf, words = [], 0
+            if buf:
                 k += 1
-                body = "\n\n".join(buf)
-                yield self._keep(Doc(f"{path.name}/{k}", body, "", {"format": "text", "source": path.name}), len(body.encode()))
-                buf, words = [], 0
-        if buf:
-            k += 1
-            body = "\n\n".join(buf)
-            yield self._keep(Doc(f"{path.name}/{k}", body, "", {"format": "text", "source": path.name}), len(body.encode()))
+                yield self._text_doc(path, k, buf)
+
+    def _text_doc(self, path: Path, k: int, paras: list[str]) -> Doc:
+        body = "\n\n".join(paras)
+        return self._keep(Doc(f"{path.name}/{k}", body, "", {"format": "text", "source": path.name}), len(body.encode()))
 
     # parquet ------------------------------------------------------------
     def _read_parquet(self, path: Path) -> Iterator[Doc]:

@@ -133,3 +133,10 @@ def test_warc_gzip_content_encoding_and_charset(tmp_path):
         rec.raw_stream.close()
     docs, st = _read(tmp_path / "enc.warc.gz")
     assert len(docs) == 1 and "Привет, мир!" in docs[0].text and docs[0].meta["charset"] == "cp1251"
+
+
+def test_wikitext_becomes_detokenized_articles(shared_data):
+    docs, _ = _read(shared_data / "text" / "wikitext-2-valid.tokens.txt")
+    assert docs[0].text.startswith("= Homarus gammarus =")
+    assert " @-@ " not in docs[0].text and " , " not in docs[0].text
+    assert sum(d.text.startswith("= ") and not d.text.startswith("= =") for d in docs) >= 50  # one per article
