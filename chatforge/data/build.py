@@ -24,7 +24,7 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,8 +169,14 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig) -> list[dict
     steps = make_stage1_steps(cfg)
 
     def docs():
+        n = 0
         for f in files:
-            yield from reader.read(f)
+            for d in reader.read(f):
+                n += 1
+                if n % 64 == 0:
+                    _tick(64)
+                yield d
+        _tick(n % 64)
 
     out = run_steps(docs(), steps)
     write_docs(work / f"task_{k:05d}.jsonl.zst", out)
@@ -233,25 +239,53 @@ def _fingerprint(files: list[Path], cfg: BuildConfig) -> str:
     return h.hexdigest()
 
 
+# documents read so far, summed over workers: a shared counter set up before the pool forks,
+# so the progress bar moves inside a task too (one big WARC is one task)
+_DOCS_READ = None
+_LOCAL_BAR = None
+
+
+def _tick(n: int) -> None:
+    if _LOCAL_BAR is not None:
+        _LOCAL_BAR.set_postfix_str(f"{_LOCAL_BAR.postfix_n + n:,} docs read", refresh=False)
+        _LOCAL_BAR.postfix_n += n
+        _LOCAL_BAR.update(0)
+    elif _DOCS_READ is not None:
+        with _DOCS_READ.get_lock():
+            _DOCS_READ.value += n
+
+
 def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool):
     """Run fn(*job) for each job in `workers` processes (in-process when workers == 1)."""
+    global _DOCS_READ, _LOCAL_BAR
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=quiet or not jobs, leave=False)
+    bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=quiet or not jobs, leave=False, mininterval=1.0)
+    bar.postfix_n = 0
     results = {}
-    if workers <= 1:
-        for job in jobs:
-            results[job[0]] = fn(*job)
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)) or 1, mp_context=mp.get_context("fork")) as ex:
-            futures = {ex.submit(fn, *job): job[0] for job in jobs}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+    try:
+        if workers <= 1:
+            _LOCAL_BAR = None if bar.disable else bar
+            for job in jobs:
+                results[job[0]] = fn(*job)
                 bar.update()
-    bar.close()
+        else:
+            _DOCS_READ = mp.get_context("fork").Value("q", 0)
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)) or 1, mp_context=mp.get_context("fork")) as ex:
+                pending = {ex.submit(fn, *job): job[0] for job in jobs}
+                while pending:
+                    done, _ = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        results[pending.pop(fut)] = fut.result()
+                        bar.update()
+                    if _DOCS_READ.value:
+                        bar.set_postfix_str(f"{_DOCS_READ.value:,} docs read")
+    finally:
+        _DOCS_READ = _LOCAL_BAR = None
+        bar.close()
     return results
 
 
