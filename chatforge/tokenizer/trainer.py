@@ -102,7 +102,8 @@ def count_words(texts: Iterable[str], *, num_proc: int | None = None, progress: 
     else:
         # Pool.imap would read the whole input ahead (no backpressure), so we keep at most
         # 2 batches per process in flight: memory stays bounded however large the corpus is.
-        ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
+        # forkserver: never forks this (possibly multi-threaded: torch, tqdm) process itself
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(num_proc) as pool:
             pending: deque = deque()
             for batch in itertools.chain([first, second], batches):
