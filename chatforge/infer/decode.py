@@ -99,8 +99,12 @@ class StaticDecoder:
         self.pos_t = torch.zeros((), dtype=torch.long, device=self.device)
 
     # -- the forward pass over [B, T] new tokens at positions pos .. pos+T-1 ------------------------
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int, row0: int = 0) -> torch.Tensor:
-        """Rows row0 .. row0+B of the cache take tokens `ids` [B, T] at positions pos .. pos+T-1."""
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int, row0: int = 0,
+                 causal: bool = False) -> torch.Tensor:
+        """Rows row0 .. row0+B of the cache take tokens `ids` [B, T] at positions pos .. pos+T-1.
+
+        causal=True: a prefill from position 0 without padding, where plain causal attention over
+        the T new keys is exact (SDPA's fast causal kernels, no mask tensor)."""
         cfg = self.cfg
         B, T = ids.shape
         rows = slice(row0, row0 + B)
@@ -119,7 +123,10 @@ class StaticDecoder:
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             self.k[i, rows].index_copy_(2, q_pos, k)
             self.v[i, rows].index_copy_(2, q_pos, v)
-            y = _attend(q, self.k[i, rows, :, :length], self.v[i, rows, :, :length], allowed)
+            if causal:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
+            else:
+                y = _attend(q, self.k[i, rows, :, :length], self.v[i, rows, :, :length], allowed)
             x = x + F.linear(y.transpose(1, 2).reshape(B, T, H * D), wo)
             h = F.rms_norm(x, (x.size(-1),), n2, eps)
             x = x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
@@ -139,7 +146,7 @@ class StaticDecoder:
         if mask is not None:
             self.key_ok[:B, :T] = mask.to(torch.bool)
         self.pos_t.fill_(0)
-        logits = self._forward(ids, self.pos_t, self._length(T))
+        logits = self._forward(ids, self.pos_t, self._length(T), causal=mask is None)
         self.pos = T
         return logits
 
