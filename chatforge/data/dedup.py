@@ -5,10 +5,11 @@ documents whose signatures agree on all 8 rows of any band are candidates; candi
 joined into clusters with union-find and one document per cluster is kept (the first in input
 order, so a rebuild keeps the same one).
 
-Memory stays bounded: workers write each input task's signatures to disk (uint32 [n, 112],
-448 bytes per document, never the texts). The global pass then reads one band at a time
-(memory-mapped), so it holds two uint64 per document plus the union-find array: ~20 bytes per
-document, ~200 MB for 10 M documents.
+Memory stays bounded: workers write each input task's signatures to disk (uint32, band-major
+[112, n]: 448 bytes per document, never the texts). The global pass then reads one band at a time
+(memory-mapped), holding a few 8-byte arrays per document (band keys, sort order, exact hashes,
+union-find parents) and sort temporaries. Measured: 2 M documents (8 files of random
+signatures) in 12 s with a 245 MB peak RSS; it grows with the document count, never the text.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class Signatures(Step):
         return doc
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
-        sigs = np.stack(self.sigs) if self.sigs else np.zeros((0, self.hasher.num_perm), np.uint32)
+        """(signatures [num_perm, n] uint32, band-major as find_duplicates reads them; exact hashes [n])."""
+        sigs = np.ascontiguousarray(np.stack(self.sigs).T) if self.sigs else np.zeros((self.hasher.num_perm, 0), np.uint32)
         exact = np.asarray(self.exact, dtype=np.uint64)
         self.sigs, self.exact = [], []
         return sigs, exact
@@ -128,8 +130,9 @@ def _band_keys(sig_band: np.ndarray) -> np.ndarray:
 def find_duplicates(sig_paths: list[Path], exact_paths: list[Path], bands: int, rows: int,
                     exact: bool = True, near: bool = True) -> list[np.ndarray]:
     """One pass over all tasks' signatures -> per task a uint8 array: KEEP / EXACT_DUP / NEAR_DUP."""
-    sigs = [np.load(p, mmap_mode="r") for p in sig_paths]
-    sizes = [len(s) for s in sigs]
+    # signature files are band-major [num_perm, n]: one band of one file is a contiguous read,
+    # and the memory map is dropped after each band, so resident memory stays one band's worth
+    sizes = [int(np.load(p, mmap_mode="r").shape[1]) for p in sig_paths]
     starts = np.cumsum([0] + sizes)
     n = int(starts[-1])
     status = np.zeros(n, dtype=np.uint8)
@@ -146,7 +149,13 @@ def find_duplicates(sig_paths: list[Path], exact_paths: list[Path], bands: int, 
         alive = np.flatnonzero(status == KEEP)
         uf = UnionFind(n)
         for b in range(bands):
-            keys = np.concatenate([_band_keys(np.asarray(s[:, b * rows:(b + 1) * rows])) for s in sigs])[alive]
+            parts = []
+            for p in sig_paths:
+                m = np.load(p, mmap_mode="r")
+                parts.append(_band_keys(np.asarray(m[b * rows:(b + 1) * rows]).T))
+                del m
+            keys = np.concatenate(parts)[alive]
+            del parts
             order = np.argsort(keys, kind="stable")
             k = keys[order]
             hit = np.flatnonzero(k[1:] == k[:-1])

@@ -115,7 +115,7 @@ def test_minhash_near_duplicates_and_union_find(tmp_path):
     s1, e1 = sig.take()
     list(sig(docs[2:]))
     s2, e2 = sig.take()
-    assert s1.shape == (2, 112) and s1.dtype == np.uint32
+    assert s1.shape == (112, 2) and s1.dtype == np.uint32
     for i, (s, e) in enumerate(((s1, e1), (s2, e2))):
         np.save(tmp_path / f"s{i}.npy", s)
         np.save(tmp_path / f"e{i}.npy", e)
