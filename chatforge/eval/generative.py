@@ -37,7 +37,7 @@ def _jsonl(path: Path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-CHUNK = 16  # conversations per batched generation call
+CHUNK = 16  # conversations per batched generation call (callers pass more on a GPU)
 
 
 def _chunks(items, size=CHUNK):
@@ -84,10 +84,10 @@ def load_gsm8k(path=None, limit=None) -> list[dict]:
     return [{"question": r["question"], "gold": gsm8k_reference(r["answer"])} for r in recs]
 
 
-def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=None) -> dict:
+def eval_gsm8k(chat, problems, tools: bool, max_new_tokens: int = 256, progress=None, batch_size: int = CHUNK) -> dict:
     correct = calls = too_long = 0
     samples = []
-    for chunk in _chunks(problems):
+    for chunk in _chunks(problems, batch_size):
         replies = chat([[{"role": "user", "content": p["question"]}] for p in chunk],
                        max_new_tokens=max_new_tokens, tools=tools)
         for prob, reply in zip(chunk, replies):
@@ -136,12 +136,13 @@ def humaneval_program(problem: dict, code: str) -> str:
     return f"{body}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
-def eval_humaneval(chat, problems, max_new_tokens: int = 384, timeout: float = 10.0, progress=None) -> dict:
+def eval_humaneval(chat, problems, max_new_tokens: int = 384, timeout: float = 10.0, progress=None,
+                   batch_size: int = CHUNK) -> dict:
     from chatforge.infer.sandbox import run_python
 
     passed = 0
     samples = []
-    for chunk in _chunks(problems):
+    for chunk in _chunks(problems, batch_size):
         replies = chat([[{"role": "user", "content": HUMANEVAL_INSTRUCTION.format(prompt=p["prompt"])}] for p in chunk],
                        max_new_tokens=max_new_tokens, tools=False)
         for prob, reply in zip(chunk, replies):
@@ -178,9 +179,9 @@ def load_chat_probes(root=None, limit=None) -> list[dict]:
     return probes[:limit or None]
 
 
-def run_chat_probes(chat, probes, max_new_tokens: int = 128, progress=None) -> list[dict]:
+def run_chat_probes(chat, probes, max_new_tokens: int = 128, progress=None, batch_size: int = CHUNK) -> list[dict]:
     out = []
-    for chunk in _chunks(probes):
+    for chunk in _chunks(probes, batch_size):
         replies = chat([[{"role": "user", "content": p["prompt"]}] for p in chunk],
                        max_new_tokens=max_new_tokens, tools=True)
         out += [{**p, "answer": reply_for_display(r, limit=2000)} for p, r in zip(chunk, replies)]

@@ -109,6 +109,7 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
     results = {"run": str(run_dir), "kind": kind, "step": config.get("step"), "device": device,
                "tasks": {}, "seconds": {}}
     chat = None
+    gen_batch = 64 if str(device).startswith("cuda") else 16  # conversations generated together
     for task in tasks:
         t0 = time.time()
         if task == "bpb":
@@ -134,15 +135,15 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
             if task in ("gsm8k", "gsm8k_tools"):
                 problems = gen.load_gsm8k(limit=lim[task])
                 prog = _Progress(task, len(problems), quiet)
-                r = gen.eval_gsm8k(chat, problems, tools=(task == "gsm8k_tools"), progress=prog)
+                r = gen.eval_gsm8k(chat, problems, tools=(task == "gsm8k_tools"), progress=prog, batch_size=gen_batch)
             elif task == "humaneval":
                 problems = gen.load_humaneval(limit=lim[task])
                 prog = _Progress(task, len(problems), quiet)
-                r = gen.eval_humaneval(chat, problems, progress=prog)
+                r = gen.eval_humaneval(chat, problems, progress=prog, batch_size=gen_batch)
             else:
                 probes = gen.load_chat_probes(limit=lim[task])
                 prog = _Progress(task, len(probes), quiet)
-                r = {"n": len(probes), "answers": gen.run_chat_probes(chat, probes, progress=prog)}
+                r = {"n": len(probes), "answers": gen.run_chat_probes(chat, probes, progress=prog, batch_size=gen_batch)}
         prog.close()
         results["tasks"][task] = r
         results["seconds"][task] = round(time.time() - t0, 2)
