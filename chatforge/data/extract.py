@@ -63,7 +63,7 @@ class Extractor(Step):
 
     name = "extract"
 
-    def __init__(self, backend: str = "resiliparse", timeout: float = 1.0):
+    def __init__(self, backend: str = "trafilatura", timeout: float = 1.0):
         super().__init__()
         self.backend = backend
         self.fn = get_backend(backend)
