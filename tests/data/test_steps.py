@@ -39,7 +39,7 @@ def test_url_filter_real_ut1_list(shared_data):
     assert isinstance(f.process(Doc("1", "t", "https://www.bbc.co.uk/news")), Doc)
 
 
-def test_language_filter_uses_whole_text(shared_data):
+def test_language_filter_uses_whole_text():
     from chatforge.data.langid import LanguageFilter
 
     en = "The committee met on Tuesday to discuss the new budget proposal for the city parks. " * 3
