@@ -3,7 +3,9 @@
 Design choices (each one either is Llama, or can be exported to it):
 - Parameter names ARE the HF Llama names (`model.embed_tokens`, `model.layers.N.self_attn.q_proj`,
   `...mlp.gate_proj`, `model.norm`, `lm_head`), so export is `save_file(model.state_dict())`.
-- Pre-norm RMSNorm with a learnable gain (Llama), no biases anywhere.
+- Pre-norm RMSNorm, no biases anywhere. The norm gains are fixed at 1 by default (nanochat,
+  modded-nanogpt: they add little and their gradient reductions cost ~2% of a step); they are
+  still saved as `*.weight` ones so HF loads them. `norm_gains=True` makes them learnable.
 - Rotary position embeddings, "rotate-half" layout as in HF Llama (not the interleaved layout).
 - Grouped-query attention (`n_kv_head` divides `n_head`; equal means plain multi-head).
 - SwiGLU MLP, hidden size 8/3 * width rounded up to a multiple of 128 (same FLOPs as a 4x MLP).
@@ -39,6 +41,7 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    norm_gains: bool = False     # learnable RMSNorm gains (else fixed ones, exported as such)
 
     @property
     def head_dim(self) -> int:
@@ -80,14 +83,12 @@ class GPTConfig:
                     tie_word_embeddings=self.tie_embeddings)
 
 
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rotary(x, cos, sin):
-    # x [B, H, T, D]; cos/sin [T, D] or [B, 1, T, D]
-    return x * cos + rotate_half(x) * sin
+    """HF Llama's rotate-half RoPE: x [B, T, H, D]; cos/sin [T, 1, D/2] (fp32 tables, cast like HF)."""
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class KVCache:
@@ -131,13 +132,16 @@ class KVCache:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim, eps):
+    def __init__(self, dim, eps, learnable=True):
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.learnable = eps, learnable
+        if learnable:
+            self.weight = nn.Parameter(torch.ones(dim))
+        else:
+            self.register_buffer("weight", torch.ones(dim))  # saved (HF needs it), never trained
 
     def forward(self, x):
-        return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype), self.eps)
+        return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype) if self.learnable else None, self.eps)
 
 
 class Attention(nn.Module):
@@ -154,12 +158,11 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         # one matmul for q, k and v: the weights stay separate (HF names), concatenated on the fly
         w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        q, k, v = F.linear(x, w).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
-                                        self.n_kv_head * self.head_dim], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        qkv = F.linear(x, w).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
+        q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
+        # RoPE in the [B, T, H, D] layout the matmul wrote (coalesced), then heads first for SDPA
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         gqa = self.n_kv_head != self.n_head
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -184,17 +187,22 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
 
+    fuse_gate_up = True  # one matmul for gate and up (weights concatenated on the fly)
+
     def forward(self, x):
-        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+        if self.fuse_gate_up:
+            gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_gains)
         self.self_attn = Attention(cfg, layer_idx)
-        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_gains)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
@@ -209,7 +217,7 @@ class LlamaBody(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_gains)
 
 
 class GPT(nn.Module):
@@ -252,9 +260,8 @@ class GPT(nn.Module):
         device = device or (self.rope_cos.device if self.rope_cos.numel() else None)
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32, device=device) / cfg.head_dim))
         t = torch.arange(length, dtype=torch.float32, device=device)
-        freqs = torch.outer(t, inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.rope_cos, self.rope_sin = emb.cos(), emb.sin()
+        freqs = torch.outer(t, inv_freq)[:, None, :]  # [T, 1, D/2]: HF's cos/sin are this, repeated twice
+        self.rope_cos, self.rope_sin = freqs.cos(), freqs.sin()
         self._rope_len = length
 
     # --- forward ----------------------------------------------------------------------------

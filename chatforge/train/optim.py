@@ -30,13 +30,31 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor
     if transposed:
         X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    squeeze = X.dim() == 2
+    if squeeze:
+        X = X.unsqueeze(0)
     for _ in range(steps):
         A = X @ X.mT
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A in one kernel
+        X = torch.baddbmm(X, B, X, beta=a)           # a*X + B@X
+    if squeeze:
+        X = X.squeeze(0)
     if transposed:
         X = X.mT
     return X
+
+
+_compiled_ns = None
+
+
+def _newton_schulz(cuda: bool):
+    """The compiled Newton-Schulz on GPU (fuses the normalisation and casts), eager on CPU."""
+    global _compiled_ns
+    if not cuda:
+        return zeropower_via_newtonschulz5
+    if _compiled_ns is None:
+        _compiled_ns = torch.compile(zeropower_via_newtonschulz5, dynamic=False)
+    return _compiled_ns
 
 
 class Muon(torch.optim.Optimizer):
@@ -62,25 +80,25 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     by_shape[tuple(p.shape)].append(p)
             for shape, params in by_shape.items():
-                updates = []
+                grads = [p.grad for p in params]
                 for p in params:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p.grad)
-                    buf = state["momentum_buffer"]
-                    buf.lerp_(p.grad, 1 - group["momentum"])
-                    g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                    updates.append(g.full_tensor() if hasattr(g, "full_tensor") else g)
-                ortho = zeropower_via_newtonschulz5(torch.stack(updates), group["ns_steps"])
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+                bufs = [self.state[p]["momentum_buffer"] for p in params]
+                # foreach ops: one kernel per list instead of one per matrix
+                torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+                updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
+                updates = [g.full_tensor() if hasattr(g, "full_tensor") else g for g in updates]
+                ortho = _newton_schulz(updates[0].is_cuda)(torch.stack(updates), group["ns_steps"])
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                for p, u in zip(params, ortho.unbind(0)):
-                    u = u.to(p.dtype)
-                    if hasattr(p, "device_mesh"):  # FSDP2: keep our shard of the full update
-                        from torch.distributed.tensor import distribute_tensor
-                        u = distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(u, alpha=-group["lr"] * scale)
+                ortho = list(ortho.to(params[0].dtype).unbind(0))
+                if hasattr(params[0], "device_mesh"):  # FSDP2: keep our shard of the full update
+                    from torch.distributed.tensor import distribute_tensor
+                    ortho = [distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
+                             for p, u in zip(params, ortho)]
+                if group["weight_decay"]:
+                    torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(params, ortho, alpha=-group["lr"] * scale)
         return loss
 
 
@@ -106,7 +124,9 @@ def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr
     m = unwrap(model)
     scale = (m.config.n_embd / 768) ** -0.5
     embed, head, gains, matrices = param_groups(m)
-    groups = [dict(params=embed, lr=embedding_lr * scale), dict(params=gains, lr=scalar_lr)]
+    groups = [dict(params=embed, lr=embedding_lr * scale)]
+    if gains:  # learnable norm gains (GPTConfig.norm_gains)
+        groups.append(dict(params=gains, lr=scalar_lr))
     if head:
         groups.append(dict(params=head, lr=unembedding_lr * scale))
     if not use_muon:

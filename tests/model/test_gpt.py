@@ -109,7 +109,7 @@ def test_save_and_load_run(tmp_path):
     assert m2.lm_head.weight is m2.model.embed_tokens.weight
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1}, {"tie_embeddings": True}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1, "norm_gains": True}, {"tie_embeddings": True}])
 def test_weights_load_into_hf_llama_with_same_logits(kw):
     transformers = pytest.importorskip("transformers")
     m = tiny(**kw).eval()
@@ -117,6 +117,7 @@ def test_weights_load_into_hf_llama_with_same_logits(kw):
         for name, p in m.named_parameters():
             if p.dim() == 1:
                 p.uniform_(0.5, 1.5)
+    assert any(p.dim() == 1 for p in m.parameters()) == m.config.norm_gains
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**m.config.to_hf_llama())).eval()
     missing, unexpected = hf.load_state_dict(m.state_dict(), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"} and (not missing or m.config.tie_embeddings)

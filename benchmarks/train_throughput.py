@@ -1,0 +1,231 @@
+"""Pretraining throughput: our trainer's full step vs a plain compiled PyTorch GPT, same GPU, same run.
+
+    python benchmarks/train_throughput.py [--presets d12,d20] [--steps 15] [--variants ours,ours-cudnn]
+
+Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, random tokens.
+- baseline: a minimal GPT (RMSNorm, fused-QKV SDPA attention with RoPE, relu^2 4x MLP, untied
+  head), torch.compile, bf16 autocast, fused AdamW. The issue measured 546k tok/s (d12) and
+  165k (d20) for such a baseline on an H100 (torch 2.11).
+- ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm gains,
+  SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16 autocast.
+Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
+MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
+Prints one table; --json writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from chatforge.model.gpt import GPT, MLP, GPTConfig
+from chatforge.train.distributed import DistInfo
+from chatforge.train.loader import RandomTokenLoader
+from chatforge.train.progress import peak_flops
+from chatforge.train.trainer import Trainer
+
+
+# --- the baseline ---------------------------------------------------------------------------
+class BaseBlock(nn.Module):
+    def __init__(self, d, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+        self.fc = nn.Linear(d, 4 * d, bias=False)
+        self.out = nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        h = F.rms_norm(x, (C,))
+        q, k, v = self.qkv(h).view(B, T, 3, self.n_head, C // self.n_head).transpose(1, 3).unbind(2)
+        rot = lambda t: t * cos + torch.cat((-t[..., t.size(-1) // 2:], t[..., :t.size(-1) // 2]), -1) * sin  # noqa: E731
+        y = F.scaled_dot_product_attention(rot(q), rot(k), v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.relu(self.fc(F.rms_norm(x, (C,)))).square())
+
+
+class BaselineGPT(nn.Module):
+    def __init__(self, vocab, depth, d, n_head, T):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList(BaseBlock(d, n_head) for _ in range(depth))
+        self.head = nn.Linear(d, vocab, bias=False)
+        hd = d // n_head
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        f = torch.outer(torch.arange(T).float(), inv)
+        self.register_buffer("cos", torch.cat((f, f), -1).cos().bfloat16(), persistent=False)
+        self.register_buffer("sin", torch.cat((f, f), -1).sin().bfloat16(), persistent=False)
+
+    def forward(self, idx, targets):
+        x = self.emb(idx)
+        for b in self.blocks:
+            x = b(x, self.cos, self.sin)
+        logits = self.head(F.rms_norm(x, (x.size(-1),)))
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def baseline_step_fn(cfg: GPTConfig, device):
+    model = BaselineGPT(cfg.vocab_size, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), fused=True)
+    fwd = torch.compile(model)
+
+    def step(loader, accum):
+        for _ in range(accum):
+            x, y = loader.next_batch()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fwd(x, y)
+            (loss / accum).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, (model, opt)
+
+
+def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn"):
+    with torch.device(device):
+        model = GPT(cfg)
+    tr = Trainer(model, DistInfo(device=torch.device(device)), compile=True, grad_clip=1.0,
+                 optim_kwargs=dict(use_muon=muon), attention=attention)
+    return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
+
+
+def sdpa(name):
+    """Context for the baseline's attention backend ('default' = PyTorch's own choice)."""
+    from chatforge.train.trainer import attention_backends
+    return attention_backends(name)
+
+
+VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive), attention context
+    "baseline": (lambda c, d: baseline_step_fn(c, d), "default"),
+    "baseline-cudnn": (lambda c, d: baseline_step_fn(c, d), "cudnn"),
+    "ours": (lambda c, d: ours_step_fn(c, d), "default"),            # Trainer's own default: cuDNN attention
+    "ours-flash": (lambda c, d: ours_step_fn(c, d, attention="flash"), "default"),
+    "ours-adamw": (lambda c, d: ours_step_fn(c, d, muon=False), "default"),
+    "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
+    "ours-sepmlp": (lambda c, d: (setattr(MLP, "fuse_gate_up", False), ours_step_fn(c, d))[1], "default"),
+}
+
+
+def measure(variant, preset, args, device):
+    build, attn = VARIANTS[variant]
+    if args.cdt:
+        import torch._inductor.config as ic
+        ic.coordinate_descent_tuning = True
+    cfg = GPTConfig.from_preset(preset, vocab_size=args.vocab, seq_len=args.seq_len)
+    micro = args.micro.get(preset, args.batch)
+    accum = args.batch // micro
+    loader = RandomTokenLoader(args.vocab, micro, args.seq_len, device=device)
+    step, keep = build(cfg, device)
+    ctx = sdpa(attn)
+    t0 = time.perf_counter()
+    with ctx():
+        for _ in range(args.warmup):
+            loss = step(loader, accum)
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - t0
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(args.repeats):
+            start.record()
+            for _ in range(args.steps):
+                loss = step(loader, accum)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3 / args.steps)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                step(loader, accum)
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.profile, max_name_column_width=70)
+            print(f"--- profile {preset} {variant} (one step)\n{table}", file=sys.stderr, flush=True)
+    dt = sorted(times)[len(times) // 2]
+    tokens = args.batch * args.seq_len
+    with torch.device("meta"):
+        ref = GPT(cfg)  # same FLOPs/token formula for every variant
+    fpt = ref.flops_per_token(args.seq_len)
+    tok_s = tokens / dt
+    peak = peak_flops(device) or float("nan")
+    return dict(preset=preset, variant=variant, micro_batch=micro, accum=accum, step_ms=dt * 1e3, tok_s=tok_s,
+                mfu=tok_s * fpt / peak, loss=float(loss.detach()), compile_s=compile_s,
+                mem_gb=torch.cuda.max_memory_allocated() / 1e9, spread=(max(times) - min(times)) / dt)
+
+
+def run_isolated(preset, variant, argv):
+    """One (preset, variant) per process, each with its own compile cache: a shared inductor cache
+    would reuse a graph traced under another attention backend."""
+    import os
+    import subprocess
+    import tempfile
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor_")}
+    cmd = [sys.executable, __file__, "--one", f"{preset}:{variant}", *argv]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    sys.stderr.write("".join(ln + "\n" for ln in r.stderr.splitlines() if "Warning" not in ln and "warn(" not in ln))
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        return dict(preset=preset, variant=variant, error=("OOM" if "OutOfMemory" in r.stderr else f"rc {r.returncode}"))
+    return json.loads(lines[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="d12,d20")
+    ap.add_argument("--variants", default="baseline,ours")
+    ap.add_argument("--vocab", type=int, default=32768)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=32, help="sequences per optimizer step")
+    ap.add_argument("--micro", default="d12:32,d20:16,d26:8", help="micro batch per preset (grad accumulation)")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cdt", action="store_true", help="inductor coordinate-descent tuning")
+    ap.add_argument("--profile", type=int, default=0, help="print the top N CUDA kernels of one step")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--json")
+    args, _ = ap.parse_known_args()
+    args.micro = {k: int(v) for k, v in (kv.split(":") for kv in args.micro.split(","))}
+    if not torch.cuda.is_available():
+        print("train_throughput: needs a CUDA GPU (skipped)")
+        return 0
+    torch.backends.cuda.matmul.allow_tf32 = True
+    if args.one:
+        preset, variant = args.one.split(":")
+        print(json.dumps(measure(variant, preset, args, "cuda")), flush=True)
+        return 0
+    passthrough = [a for a in sys.argv[1:]]
+    print(f"device {torch.cuda.get_device_name()} | torch {torch.__version__} | "
+          f"vocab {args.vocab}, T={args.seq_len}, batch {args.batch}x{args.seq_len}", flush=True)
+    rows = []
+    for preset in args.presets.split(","):
+        for variant in args.variants.split(","):
+            row = run_isolated(preset, variant, passthrough)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
+    print()
+    print("| preset | variant | micro x accum | step ms | tok/s | MFU | vs baseline | peak mem GB | compile+warmup s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['preset']} | {r['variant']} | {r['error']} | | | | | | |")
+            continue
+        base = next((b for b in rows if b["preset"] == r["preset"] and b["variant"] == "baseline" and "tok_s" in b), None)
+        ratio = f"{r['tok_s'] / base['tok_s']:.3f}x" if base else "-"
+        print(f"| {r['preset']} | {r['variant']} | {r['micro_batch']}x{r['accum']} | {r['step_ms']:.1f} | "
+              f"{r['tok_s'] / 1e3:.1f}k | {100 * r['mfu']:.1f}% | {ratio} | {r['mem_gb']:.1f} | {r['compile_s']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
