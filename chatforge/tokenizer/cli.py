@@ -62,11 +62,11 @@ def cmd_show(args):
 
 def cmd_report(args):
     from chatforge.tokenizer.corpus import iter_texts
-    from chatforge.tokenizer.report import report_text
+    from chatforge.tokenizer.report import load_any, report_text
     from chatforge.tokenizer.tokenizer import Tokenizer
 
     tok = Tokenizer.load(args.dir)
-    others = {str(d): Tokenizer.load(d) for d in args.compare}
+    others = {str(d): load_any(d) for d in args.compare}
     texts, chars = [], 0
     for t in iter_texts(args.text, text_fields=args.text_field):
         texts.append(t)
@@ -114,7 +114,7 @@ def register(sub):
     r = verbs.add_parser("report", help="compression, vocab usage, longest tokens; compare tokenizers")
     r.add_argument("dir", type=Path)
     r.add_argument("--text", type=Path, nargs="+", required=True, help="sample text file(s) or dirs")
-    r.add_argument("--compare", type=Path, nargs="*", default=[], help="other tokenizer directories")
+    r.add_argument("--compare", type=Path, nargs="*", default=[], help="other tokenizer directories (ours, or any HF tokenizer.json)")
     r.add_argument("--text-field", default="text", help="jsonl field(s) holding text")
     r.add_argument("--max-chars", type=int, default=50_000_000, help="read at most this much text")
     r.set_defaults(func=cmd_report)

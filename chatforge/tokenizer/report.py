@@ -5,6 +5,39 @@ from __future__ import annotations
 import numpy as np
 
 
+class HFTokenizerForReport:
+    """A Hugging Face tokenizer.json (any model's) seen through the few methods `measure` uses."""
+
+    def __init__(self, path):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.hf = HFTokenizer.from_file(str(path))
+        self.hf.encode_special_tokens = True  # special-token text counts as text, as in ours
+        self.vocab_size = self.n_ordinary = self.hf.get_vocab_size()
+
+    def encode_batch(self, texts):
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+
+def load_any(directory):
+    """Our tokenizer directory, or a directory/file holding only a Hugging Face tokenizer.json."""
+    from pathlib import Path
+
+    from chatforge.common import ChatforgeError
+    from chatforge.tokenizer.tokenizer import NATIVE_FILE, Tokenizer
+
+    d = Path(directory)
+    if (d / NATIVE_FILE).is_file():
+        return Tokenizer.load(d)
+    hf = d if d.is_file() and d.suffix == ".json" else d / "tokenizer.json"
+    if hf.is_file():
+        try:
+            return HFTokenizerForReport(hf)
+        except Exception as e:  # tokenizers raises plain Exception on bad files
+            raise ChatforgeError(f"{hf} is not a loadable tokenizer.json ({e})") from None
+    raise ChatforgeError(f"{d} holds neither our tokenizer ({NATIVE_FILE}) nor a HF tokenizer.json")
+
+
 def measure(tok, texts: list[str]) -> dict:
     ids = tok.encode_batch(texts)
     n_tokens = sum(map(len, ids))

@@ -54,9 +54,13 @@ def test_train_encode_show_report(capsys, corpus, tmp_path):
     page = html_file.read_text()
     assert f'title="id {tok.bos_id} (special)"' in page and "http" not in page  # self-contained
 
+    hf_only = tmp_path / "hf_only"  # a directory with just a Hugging Face tokenizer.json
+    hf_only.mkdir()
+    (hf_only / "tokenizer.json").write_bytes((out_dir / "tokenizer.json").read_bytes())
     rc, out, _ = _run(capsys, "tokenizer", "report", out_dir, "--text", corpus / "a.txt",
-                      "--compare", out_dir)
-    assert rc == 0 and "bytes/token" in out and "vocab usage" in out and "1.000x" in out
+                      "--compare", out_dir, hf_only)
+    assert rc == 0 and "bytes/token" in out and "vocab usage" in out
+    assert out.count(" 1.000x") == 3  # itself, a copy, and its HF export: identical token counts
 
 
 def test_bad_inputs_are_one_line_errors(capsys, tmp_path, corpus):
