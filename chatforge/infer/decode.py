@@ -82,10 +82,13 @@ class StaticDecoder:
         self.k = torch.zeros(kv_shape, device=self.device, dtype=self.dtype)
         self.v = torch.zeros(kv_shape, device=self.device, dtype=self.dtype)
         self.key_ok = torch.ones(batch, self.max_len, dtype=torch.bool, device=self.device)
-        if model._rope_len < self.max_len:
-            model._build_rope(self.max_len, device=self.device)
-        self.cos = model.rope_cos[:self.max_len].to(self.device, self.dtype)
-        self.sin = model.rope_sin[:self.max_len].to(self.device, self.dtype)
+        # RoPE tables of our own, HF Llama's convention (rotate-half, fp32 angles cast to the
+        # activations' dtype), so this file depends on the contract, not the model's buffers
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32,
+                                                          device=self.device) / cfg.head_dim))
+        freqs = torch.outer(torch.arange(self.max_len, dtype=torch.float32, device=self.device), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)                                 # [max_len, D]
+        self.cos, self.sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
         self.layers = [(b.input_layernorm.weight, b.self_attn.q_proj.weight, b.self_attn.k_proj.weight,
                         b.self_attn.v_proj.weight, b.self_attn.o_proj.weight, b.post_attention_layernorm.weight,
                         b.mlp.gate_proj.weight, b.mlp.up_proj.weight, b.mlp.down_proj.weight)
