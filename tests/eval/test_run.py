@@ -35,3 +35,13 @@ def test_evaluate_likelihood_tasks_and_table(tmp_path):
     assert "chance 0.500" in table and "—" in table
     with pytest.raises(ChatforgeError, match="--hellaswag"):
         evaluate(tmp_path, tasks="hellaswag", quiet=True, model_bundle=bundle)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from chatforge.cli import main
+
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a run directory" in err and err.count("\n") == 1
+    assert main(["speedrun", "--preset", "cpu-tiny", "--until", "nope", "--inputs", "x.txt", "--out", str(tmp_path / "r")]) == 2
+    assert "not a stage" in capsys.readouterr().err
