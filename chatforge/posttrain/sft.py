@@ -136,16 +136,23 @@ def micro_batches(rows: list[Row], idx: list[int], device_batch_size: int) -> li
 # evaluation
 
 
-def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int = 8, autocast=None) -> dict:
-    """Mean assistant-token loss over `rows`, overall ('val_loss') and per set ('val/<set>')."""
+def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int = 8, autocast=None,
+                  rank: int = 0, world_size: int = 1) -> dict:
+    """Mean assistant-token loss over `rows`, overall ('val_loss') and per set ('val/<set>').
+
+    Under torchrun each rank scores every world_size-th row and the sums are all-reduced."""
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
+    from chatforge.train.distributed import all_reduce_sum
+
     autocast = autocast or contextlib.nullcontext
-    sums, counts = defaultdict(float), defaultdict(int)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].targets))
+    keys = ["val_loss"] + sorted({f"val/{r.set_name}" for r in rows if r.set_name})
+    slot = {k: i for i, k in enumerate(keys)}
+    sums = torch.zeros(2, len(keys), dtype=torch.float64)  # [loss sum, token count] per key
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].targets))[rank::world_size]
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -155,14 +162,17 @@ def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int =
             with autocast():
                 logits = model(x)
             losses = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
-            for r, row_loss, row_y in zip(batch, losses, y):
-                valid = row_y != -1
+            row_sums, row_counts = losses.sum(1).tolist(), (y != -1).sum(1).tolist()
+            for r, ls, n in zip(batch, row_sums, row_counts):
                 for key in ("val_loss", f"val/{r.set_name}" if r.set_name else None):
                     if key:
-                        sums[key] += float(row_loss[valid].sum())
-                        counts[key] += int(valid.sum())
+                        sums[0, slot[key]] += ls
+                        sums[1, slot[key]] += n
     model.train(was_training)
-    return {k: sums[k] / max(1, counts[k]) for k in sums} | {"val_tokens": counts["val_loss"]}
+    if world_size > 1:
+        sums = all_reduce_sum(sums.to(device)).cpu()
+    out = {k: float(sums[0, i] / max(1.0, float(sums[1, i]))) for k, i in slot.items()}
+    return out | {"val_tokens": int(sums[1, 0])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +220,8 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
 
     import torch
 
-    from chatforge.common import default_device
     from chatforge.model import load_run, save_run
+    from chatforge.train import distributed as dist
     from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
     from chatforge.train.progress import RunLogger, Throughput, progress_line
@@ -229,7 +239,13 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
         raise ChatforgeError("--batch-size and --device-batch-size must be >= 1")
     if cfg.schedule not in ("linear", "wsd", "cosine", "constant"):
         raise ChatforgeError(f"unknown --schedule {cfg.schedule!r}; use linear, wsd, cosine or constant")
-    device = torch.device(cfg.device or default_device())
+    info = dist.setup(cfg.device)  # joins the torchrun group when launched by torchrun
+    device, world, rank = info.device, info.world_size, info.rank
+    if world > 1 and cfg.batch_size % (cfg.device_batch_size * world):
+        raise ChatforgeError(f"--batch-size {cfg.batch_size} must be a multiple of --device-batch-size x GPUs "
+                             f"({cfg.device_batch_size} x {world}) so every rank runs the same number of micro-batches")
+    if not info.is_main:
+        log = lambda *a, **k: None  # noqa: E731  (rank 0 reports)
     torch.manual_seed(cfg.seed)
 
     model, tokenizer, base_config = load_run(base, device=device)
@@ -262,34 +278,44 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
         log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
     elif cfg.resume:
         log(f"--resume: no checkpoint in {out}, starting from the base model")
-    logger = RunLogger(out, config=meta, resume_step=step if resuming else None)
-    fwd = torch.compile(model, dynamic=True) if cfg.compile else model
+    logger = RunLogger(out, enabled=info.is_main, config=meta, resume_step=step if resuming else None)
+    ddp = dist.wrap(model, info, "ddp")  # the model itself in a single process
+    fwd = torch.compile(ddp, dynamic=True) if cfg.compile else ddp
 
     def run_eval(at_step):
         t = time.time()
-        res = evaluate_loss(model, val_rows, pad_id, device, cfg.device_batch_size, autocast)
+        res = evaluate_loss(model, val_rows, pad_id, device, cfg.device_batch_size, autocast, rank, world)
         logger.log({"step": at_step, "kind": "val", **res, "eval_s": round(time.time() - t, 2)})
         per_set = "  ".join(f"{k[4:]} {v:.3f}" for k, v in sorted(res.items()) if k.startswith("val/"))
         log(f"step {step:>6}/{total} | val loss {res['val_loss']:.4f} | {per_set}")
         return res
 
     first_val = run_eval(0) if step == 0 and val_rows else None
-    thr = Throughput(model.flops_per_token(max_seq_len), device)
-    t_start, tok_since, loss_since, n_since = time.time(), 0, 0.0, 0
+    thr = Throughput(model.flops_per_token(max_seq_len), device, world)
+    t_start, step0, tok_since, loss_since, n_since = time.time(), step, 0, 0.0, 0
     while step < total:
         lrm = _lr_multiplier(cfg, step, total)
         set_lr(optimizers, lrm)
         mbs = micro_batches(train_rows, step_rows(len(train_rows), cfg.batch_size, step, cfg.seed), cfg.device_batch_size)
         n_loss_step = sum(r.n_loss for mb in mbs for r in mb)
-        step_loss = 0.0
-        for mb in mbs:
+        mine = mbs[rank::world]  # this rank's micro-batches (all of them in a single process)
+        stats = torch.zeros(2, dtype=torch.float64)  # this rank's share of the step loss, real tokens
+        for j, mb in enumerate(mine):
             x, y = collate(mb, pad_id, device, pad_multiple=64 if device.type == "cuda" else 1)
-            with autocast():
-                loss = fwd(x, y)
-            weight = sum(r.n_loss for r in mb) / n_loss_step  # the step's loss: mean over all its assistant tokens
-            (loss * weight).backward()
-            step_loss += float(loss.detach()) * weight
-            tok_since += sum(len(r.targets) for r in mb)  # real tokens, padding not counted
+            # DDP all-reduces (averages) gradients on the last micro-batch only; x world turns the
+            # average into the sum, so the step's loss is the mean over all its assistant tokens
+            sync = contextlib.nullcontext() if world == 1 or j == len(mine) - 1 else ddp.no_sync()
+            with sync:
+                with autocast():
+                    loss = fwd(x, y)
+                weight = sum(r.n_loss for r in mb) / n_loss_step
+                (loss * (weight * world)).backward()
+            stats[0] += float(loss.detach()) * weight
+            stats[1] += sum(len(r.targets) for r in mb)  # real tokens, padding not counted
+        if world > 1:
+            stats = dist.all_reduce_sum(stats.to(device)).cpu()
+        step_loss = float(stats[0])
+        tok_since += int(stats[1])
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip else 0.0
         for opt in optimizers:
             opt.step()
@@ -305,24 +331,27 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
             logger.log(rec)
             elapsed = time.time() - t_start
             log(progress_line(step, total, rec["loss"], lrm, tok_s, mfu, elapsed,
-                              elapsed / max(1, step - (state["step"] if resuming else 0)) * (total - step)))
+                              elapsed / max(1, step - step0) * (total - step)))
             tok_since, loss_since, n_since = 0, 0.0, 0
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total and val_rows:
             run_eval(step)
         if cfg.save_every and step % cfg.save_every == 0 and step < total:
             save_checkpoint(out, model, optimizers, step=step, loader_state=data_state,
-                            tokenizer=base / "tokenizer", run_config=meta)
+                            tokenizer=base / "tokenizer", is_main=info.is_main, run_config=meta)
 
     last_val = run_eval(step) if val_rows else {}
     if first_val is None:  # resumed: the start-of-run value is in the log
         first_val = next((r for r in _read_log(out / "log.jsonl") if r.get("step") == 0 and "val_loss" in r), {})
     vals = lambda r: {k: v for k, v in r.items() if k.startswith("val")}  # noqa: E731
-    save_run(out, model, base / "tokenizer", step=step, **meta, val_before=vals(first_val), val_after=vals(last_val))
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # finished: the optimizer state is not needed
+    if info.is_main:
+        save_run(out, model, base / "tokenizer", step=step, **meta, val_before=vals(first_val), val_after=vals(last_val))
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)  # finished: the optimizer state is not needed
     logger.close()
+    dist.barrier()
+    dist.teardown()
     log(f"SFT run written to {out}: held-out assistant loss {first_val.get('val_loss', float('nan')):.4f} -> "
         f"{last_val.get('val_loss', float('nan')):.4f}")
-    if cfg.probes:
+    if cfg.probes and info.is_main:
         from chatforge.posttrain.probes import run_probes
 
         run_probes(out, device=str(device), log=log)

@@ -116,7 +116,6 @@ TINY_MIX = {"name": "test", "seed": 0, "val_per_set": 8, "sets": [
 
 @pytest.fixture()
 def base_run(tiny_tokenizer, tmp_path):
-    pytest.importorskip("chatforge.train.checkpoint", reason="chatforge.train (optimizers, checkpoints) not landed yet")
     from chatforge.model import GPT, GPTConfig, save_run
 
     torch.manual_seed(0)
@@ -183,3 +182,49 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: --base") and "Traceback" not in err
     assert main(["sft", "--base", "x", "--out", "y", "--mix", "no-such-mix", "--dry-run"]) == 2
     assert "neither a built-in" in capsys.readouterr().err
+
+
+def test_probes_run_on_the_engine(base_run, tiny_tokenizer):
+    from chatforge.model import load_run
+    from chatforge.posttrain.probes import SFT_PROBES, answer_probes, probes_markdown
+
+    model, tok, _ = load_run(base_run)
+    results = answer_probes(model, tok, max_new_tokens=4)
+    assert [r["prompt"] for r in results] == [p for _, p in SFT_PROBES]
+    assert all(isinstance(r["answer"], str) and r["tool_calls"] >= 0 for r in results)
+    md = probes_markdown(results, "t")
+    assert md.count("\n| ") == len(SFT_PROBES) + 1  # header + one row per probe
+
+
+@pytest.mark.slow  # ~25 s: three interpreter starts
+def test_torchrun_two_processes_match_one(base_run, tmp_path):
+    """DDP on 2 CPU processes (gloo), same global batch: the same weights as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps(TINY_MIX))
+    args = ["sft", "--base", str(base_run), "--mix", str(mix), "--steps", "3", "--batch-size", "8",
+            "--device-batch-size", "4", "--lr-frac", "1", "--device", "cpu", "--eval-every", "0",
+            "--save-every", "0", "--no-probes"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "chatforge", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as sock:  # a free port for the rendezvous (torchrun's port 0 hangs)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                          "-m", "chatforge", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    va = json.loads((tmp_path / "one" / "config.json").read_text())["val_after"]
+    vb = json.loads((tmp_path / "two" / "config.json").read_text())["val_after"]
+    assert va["val_loss"] == pytest.approx(vb["val_loss"], rel=1e-5) and va["val_tokens"] == vb["val_tokens"]
