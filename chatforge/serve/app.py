@@ -137,7 +137,6 @@ def chat_messages(body) -> list[dict]:
             raise APIError(400, f"messages[{i}].content must be a string or a list of parts",
                            f"messages[{i}].content")
         out.append({"role": role, "content": content})
-    # consecutive system messages are one system prompt; a system message first only
     return out
 
 
