@@ -47,9 +47,9 @@ def _attend(q, k, v, allowed):
 class ModelDecoder:
     """Generic decoder over the model's own KV cache (rows of a ragged batch left-padded)."""
 
-    def __init__(self, model, batch: int, max_len: int):
+    def __init__(self, model, batch: int, max_len: int, dtype=None):
         self.model, self.max_len = model, max_len
-        self.cache = model.new_kv_cache(batch, max_len)
+        self.cache = model.new_kv_cache(batch, max_len, **({"dtype": dtype} if dtype else {}))
 
     @property
     def pos(self) -> int:

@@ -34,3 +34,56 @@ def test_static_decoder_matches_model_forward(n_kv_head):
             a, b = fast.step(t), ref.step(t)
             assert torch.allclose(a, b, atol=1e-4), step
     assert fast.pos == ref.pos == 26
+
+
+def check_against_model_forward(device, compile=False, steps=300):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=1024, n_kv_head=1)).to(device)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0, 1.0 if "embed" in name else 0.1)
+    model.eval()
+    ids = torch.randint(0, 300, (3, 20), device=device)
+    mask = torch.ones(3, 20, dtype=torch.long, device=device)
+    mask[0, :7] = 0
+    close = dict(atol=2e-3, rtol=2e-3)
+    with torch.inference_mode():
+        fast = StaticDecoder(model, 8, 600, cuda_graphs=True, compile=compile)
+        ref = ModelDecoder(model, 3, 600, dtype=torch.float32)  # fp32 cache on CUDA too
+        a, b = fast.prefill(ids, mask), ref.prefill(ids, mask)
+        for step in range(steps):  # on CUDA this crosses the 256-position bucket boundary
+            if step == steps // 3:
+                idx = torch.tensor([2, 0, 0, 1], device=device)
+                fast.select(idx), ref.select(idx)
+                b = b[idx]
+            t = b.argmax(-1)
+            a, b = fast.step(t), ref.step(t)
+            torch.testing.assert_close(a, b, **close)
+        # a late row joins at the batch position and continues like the same prompt run alone
+        late = torch.randint(0, 300, (1, 50), device=device)
+        alone = ModelDecoder(model, 1, 600, dtype=torch.float32)
+        c = alone.prefill(late, None)
+        torch.testing.assert_close(fast.join(late, torch.ones_like(late)), c, **close)
+        for _ in range(5):
+            t = torch.cat([b.argmax(-1), c.argmax(-1)])
+            out = fast.step(t)
+            b, c = ref.step(t[:4]), alone.step(t[4:])
+            torch.testing.assert_close(out[:4], b, **close)
+            torch.testing.assert_close(out[4:], c, **close)
+    return fast
+
+
+def test_decoder_drop_duplicate_join_rows_cpu():
+    check_against_model_forward("cpu", steps=40)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_decoder_matches_model_forward(compile):
+    """On a GPU: the CUDA-graph path (captured per batch size and 256-position bucket; rows
+    dropped, duplicated and joined in place) computes what the model's own forward computes."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    fast = check_against_model_forward("cuda", compile=compile)
+    assert fast.use_graphs and len(fast.graphs) >= 3  # (3, 256), (4, 256), (4, 512), (5, 512)
