@@ -348,7 +348,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
                     fr = None if not ev.finish_reason else ("length" if ev.finish_reason == "length" else "stop")
                     if chat:
                         delta = {"content": text} if text else {}
-                        if any(k != "text" for k, _ in ev.parts):
+                        if ev.parts:  # typed parts: clients that render tool blocks skip the fences
                             delta["chatforge_parts"] = [{"type": k, "text": t} for k, t in ev.parts]
                         c = {"index": ev.index, "delta": delta, "logprobs": {"content": lp} if lp else None,
                              "finish_reason": fr}
