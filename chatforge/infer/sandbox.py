@@ -38,6 +38,7 @@ class SandboxResult:
     truncated: bool = False
     isolation: str = "bare"
     seconds: float = 0.0
+    pgid: int | None = None  # the process group it ran in (gone once run_python returns)
 
     def as_tool_output(self) -> str:
         """The text the model sees between <|output_start|> and <|output_end|>."""
@@ -142,4 +143,4 @@ def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512, max_out
     out = b"".join(chunks)[:max_output].decode("utf-8", "replace")
     code_ = proc.returncode if not (timed_out or truncated) else None
     return SandboxResult(out, code_, timed_out=timed_out, truncated=truncated,
-                         isolation=isolation, seconds=time.monotonic() - start)
+                         isolation=isolation, seconds=time.monotonic() - start, pgid=proc.pid)
