@@ -46,6 +46,9 @@ def test_web_chat(browser, live_server):
     page.wait_for_function("document.getElementById('model-info').textContent.includes('chatforge-test')")
 
     # 1. a message gets a streamed reply, identical to the API's greedy reply
+    sent = []
+    page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/chat/completions") else None)
+    set_value(page, "#system-prompt", "You are a test.")
     set_value(page, "#temperature", 0)
     set_value(page, "#max-tokens", 60)
     page.evaluate("""() => { window.__updates = 0; new MutationObserver(() => window.__updates++)
@@ -56,8 +59,11 @@ def test_web_chat(browser, live_server):
     page.wait_for_function("!document.querySelector('.msg.streaming') && !document.getElementById('send').disabled")
     reply = page.evaluate("""() => { const s = JSON.parse(localStorage.getItem('chatforge.chat.v1'));
                              return s.convs[s.current].messages[1].parts.map(p => p.text).join(''); }""")
+    assert sent[0]["messages"] == [{"role": "system", "content": "You are a test."},
+                                   {"role": "user", "content": "Hello from the browser"}]
+    assert sent[0]["stream"] is True and sent[0]["temperature"] == 0 and sent[0]["max_tokens"] == 60
     api = httpx.post(live_server.url + "/v1/chat/completions", timeout=60, json={
-        "model": "chatforge-test", "messages": [{"role": "user", "content": "Hello from the browser"}],
+        "model": "chatforge-test", "messages": sent[0]["messages"],
         "temperature": 0, "max_tokens": 60}).json()["choices"][0]["message"]["content"]
     assert reply == api and reply
     assert page.evaluate("window.__updates") > 3, "the reply was not rendered incrementally"
