@@ -18,4 +18,5 @@ def register(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
     p.set_defaults(func=_chat)

@@ -155,7 +155,7 @@ class Engine:
         self.lock = threading.Lock()  # one batch on the model at a time
 
     @classmethod
-    def from_run(cls, run_dir, device: str | None = None, tools: bool = True) -> "Engine":
+    def from_run(cls, run_dir, device: str | None = None, tools: bool = True, **options) -> "Engine":
         """Load RUN (model + its tokenizer) for inference; bf16 weights on CUDA."""
         from chatforge.common import default_device
         from chatforge.infer.tools import default_tools
@@ -166,7 +166,7 @@ class Engine:
         model, tok, _ = load_run(run_dir, device=device, dtype=dtype)
         if tok is None:
             raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; it is not a complete run")
-        return cls(model, tok, default_tools() if tools else ToolRegistry())
+        return cls(model, tok, default_tools() if tools else ToolRegistry(), **options)
 
     # ------------------------------------------------------------------------------------------
     def chat_prompt(self, messages) -> list[int]:

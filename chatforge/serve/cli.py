@@ -15,7 +15,8 @@ def _serve(args):
     run = Path(args.run)
     if not (run / "config.json").is_file():
         raise ChatforgeError(f"{run} is not a run directory (no config.json); pass the directory `chatforge train` or `chatforge sft` wrote")
-    engine = Engine.from_run(run, device=args.device, tools=not args.no_tools)
+    engine = Engine.from_run(run, device=args.device, tools=not args.no_tools,
+                             cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
     kind = json.loads((run / "config.json").read_text()).get("kind", "base")
     name = args.name or f"chatforge-{run.resolve().name}"
     app = create_app(engine, name, max_batch=args.max_batch, kind=kind)
@@ -36,5 +37,7 @@ def register(sub):
     p.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together")
     p.add_argument("--name", default=None, help="model id clients pass as `model` (default chatforge-<run dir name>)")
     p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_serve)
