@@ -263,8 +263,11 @@ def probes_table(chat_eval: dict | None, n: int = 10) -> str:
 
 
 def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path | None = None,
-                 tokenizer_samples: list[tuple[str, str]] | None = None) -> str:
-    """The markdown text of DIR/report.md; writes the PNG plots into plots_dir (default DIR)."""
+                 tokenizer_samples: list[tuple[str, str]] | None = None, compare: dict | None = None) -> str:
+    """The markdown text of DIR/report.md; writes the PNG plots into plots_dir (default DIR).
+
+    compare: {name: directory holding another run's base.json / sft.json} -> extra columns in the
+    eval table (e.g. the committed cpu-tiny results next to a gpu-d12 run)."""
     from chatforge.eval.run import load_results, results_table
 
     out_dir = Path(out_dir)
@@ -298,7 +301,11 @@ def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path 
 
     parts += ["## Evaluation", ""]
     if base_eval or chat_eval:
-        parts += [results_table({"base": base_eval, "chat (sft)": chat_eval}), ""]
+        columns = {"base": base_eval, "chat (sft)": chat_eval}
+        for name, d in (compare or {}).items():
+            columns[f"{name} base"] = load_results(Path(d) / "base.json")
+            columns[f"{name} chat"] = load_results(Path(d) / "sft.json")
+        parts += [results_table(columns), ""]
         parts += ["bpb: bits per byte on held-out text (lower is better). Multiple choice: log-likelihood of each "
                   "choice; acc_norm divides by the choice's bytes. gsm8k_tools: the python tool enabled.", ""]
     else:

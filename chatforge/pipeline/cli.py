@@ -7,10 +7,18 @@ def _speedrun(args):
     from chatforge.pipeline.presets import get_preset
     from chatforge.pipeline.speedrun import speedrun
 
+    from chatforge.common import ChatforgeError
+
     preset = get_preset("smoke" if args.smoke else args.preset)
     out = args.out or f"runs/{preset.name}"
+    compare = {}
+    for item in args.compare or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ChatforgeError(f"--compare wants NAME=DIR (a directory with base.json/sft.json), got {item!r}")
+        compare[name] = path
     speedrun(preset, out, inputs=args.inputs, device=args.device, time_limit=args.time_limit,
-             until=args.until, dry_run=args.dry_run)
+             until=args.until, dry_run=args.dry_run, compare=compare)
 
 
 def register(sub):
@@ -29,4 +37,7 @@ def register(sub):
                    "chain of < 9-minute calls")
     p.add_argument("--until", help="stop after this stage (data, tokenizer, tokenize, pretrain, sft, eval-base, eval-sft)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
+    p.add_argument("--compare", action="append", metavar="NAME=DIR",
+                   help="add another run's eval results (DIR/base.json, DIR/sft.json) as columns of the report's "
+                        "table, e.g. cpu-tiny=docs/example-report")
     p.set_defaults(func=_speedrun)

@@ -55,7 +55,7 @@ PRESETS = {
         name="cpu-tiny",
         description="2 CPU cores, offline, <= 15 min: d4 model (5.5M parameters), 1M tokens of real text",
         model="d4", seq_len=512, train_tokens=1_000_000, batch_tokens=8192,
-        train_extra=("--eval-every", "30", "--eval-tokens", "16384"),
+        train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=100, sft_batch_size=8, sft_extra=("--eval-every", "50"),
         device="cpu",
     ),

@@ -128,7 +128,8 @@ def _run_child(argv: list[str], deadline: float | None) -> int:
 
 
 def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: str | None = None,
-             time_limit: float | None = None, until: str | None = None, dry_run: bool = False) -> Path | None:
+             time_limit: float | None = None, until: str | None = None, dry_run: bool = False,
+             compare: dict | None = None) -> Path | None:
     """Run (or resume) the whole pipeline into out_dir; returns the report path (None on dry run
     or when the time limit stopped it early)."""
     out = Path(out_dir).resolve()
@@ -215,7 +216,8 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
     from chatforge.eval.report import write_report
 
     samples = _tokenizer_samples(heldout)
-    report = write_report(out, title=f"chatforge report card: {preset.name}", tokenizer_samples=samples)
+    report = write_report(out, title=f"chatforge report card: {preset.name}", tokenizer_samples=samples,
+                          compare=compare)
     total = sum(s.get("seconds", s.get("seconds_partial", 0.0)) for s in timings["stages"].values())
     print(f"{'stopped early; partial ' if stopped_early else ''}report: {report}  (stage time {total / 60:.1f} min)",
           flush=True)

@@ -58,6 +58,17 @@ def test_report_from_fake_logs(tmp_path):
     assert "_no tokenizer directory_" in text
 
 
+def test_report_compares_with_another_runs_results(tmp_path):
+    d = tmp_path / "run"
+    _fake_speedrun_dir(d)
+    other = tmp_path / "cpu-tiny-evals"
+    other.mkdir()
+    (other / "base.json").write_text(json.dumps({"tasks": {"bpb": {"bpb": 3.25, "tokens": 5000}}}))
+    text = build_report(d, compare={"cpu-tiny": other})
+    assert "| task | metric | n | base | chat (sft) | cpu-tiny base | cpu-tiny chat |" in text
+    assert "| bpb | bpb | 5000 | 1.9100 | 2.0500 | 3.2500 | — |" in text
+
+
 def test_report_with_nothing_yet(tmp_path):
     text = build_report(tmp_path)
     assert "_no evaluation results_" in text and "_no stage timings recorded_" in text
