@@ -18,7 +18,7 @@ def _speedrun(args):
             raise ChatforgeError(f"--compare wants NAME=DIR (a directory with base.json/sft.json), got {item!r}")
         compare[name] = path
     speedrun(preset, out, inputs=args.inputs, device=args.device, time_limit=args.time_limit,
-             until=args.until, dry_run=args.dry_run, compare=compare)
+             until=args.until, dry_run=args.dry_run, compare=compare, start_from=args.start_from)
 
 
 def register(sub):
@@ -36,6 +36,9 @@ def register(sub):
     p.add_argument("--time-limit", type=float, help="seconds; stop (resumably) when reached, e.g. 500 for a "
                    "chain of < 9-minute calls")
     p.add_argument("--until", help="stop after this stage (data, tokenizer, tokenize, pretrain, sft, eval-base, eval-sft)")
+    p.add_argument("--from", dest="start_from", metavar="STAGE",
+                   help="take the outputs of the stages before STAGE as given (e.g. built on another machine "
+                        "with --until tokenize and copied here)")
     p.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     p.add_argument("--compare", action="append", metavar="NAME=DIR",
                    help="add another run's eval results (DIR/base.json, DIR/sft.json) as columns of the report's "

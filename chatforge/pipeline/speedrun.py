@@ -129,7 +129,7 @@ def _run_child(argv: list[str], deadline: float | None) -> int:
 
 def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: str | None = None,
              time_limit: float | None = None, until: str | None = None, dry_run: bool = False,
-             compare: dict | None = None) -> Path | None:
+             compare: dict | None = None, start_from: str | None = None) -> Path | None:
     """Run (or resume) the whole pipeline into out_dir; returns the report path (None on dry run
     or when the time limit stopped it early)."""
     out = Path(out_dir).resolve()
@@ -144,8 +144,12 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
     in_files, in_desc, heldout = resolve_inputs(preset.inputs, out, preset.input_max_mb, inputs)
     stages = plan(preset, out, in_files, device, heldout)
     names = [s.name for s in stages]
-    if until and until not in names:
-        raise ChatforgeError(f"--until {until!r} is not a stage; choose one of {', '.join(names)}")
+    for flag, name in (("--until", until), ("--from", start_from)):
+        if name and name not in names:
+            raise ChatforgeError(f"{flag} {name!r} is not a stage; choose one of {', '.join(names)}")
+    # --from: stages before it count as done when their output exists, whatever made it (outputs
+    # prepared on another machine, e.g. data and tokenizer built on a CPU box, carried to a GPU one)
+    given = set(names[:names.index(start_from)]) if start_from else set()
     print(f"speedrun preset {preset.name} ({preset.description}) -> {out}", flush=True)
     print(f"inputs: {in_desc}", flush=True)
 
@@ -164,6 +168,12 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
         stages = plan(preset, out, in_files, device, heldout)
         st = stages[i]
         done = None if rerun_downstream else stage_done(out, st)
+        if st.name in given:
+            if not st.output.exists():
+                raise ChatforgeError(f"--from {start_from}: the {st.name} stage's output {st.output} is missing; "
+                                     "copy it into the run directory or start from an earlier stage")
+            rec = done or (json.loads(_marker(out, st).read_text()) if _marker(out, st).is_file() else {})
+            done = {"seconds": rec.get("seconds", 0.0), "command": rec.get("command", st.command()) + " (given)"}
         if done:
             print(f"[{i + 1}/{len(stages)}] {st.name}: done earlier ({done['seconds']:.1f} s), skipped  "
                   f"| {done['command']}", flush=True)

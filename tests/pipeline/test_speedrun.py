@@ -114,3 +114,15 @@ def test_token_budget_capped_by_epochs_once_the_corpus_is_known(tmp_path):
     (tmp_path / "shards" / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 3_000_000}}}))
     after = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
     assert after[after.index("--tokens") + 1] == str(8 * 3_000_000)
+
+
+def test_from_takes_earlier_outputs_as_given(fake):
+    # outputs prepared elsewhere (no markers here): --from pretrain uses them and runs the rest
+    for name in ("data", "tokenizer"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "out.txt").write_text("made elsewhere")
+    sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], start_from="pretrain")
+    assert calls(fake) == ["pretrain", "sft"]
+    (fake / "tokenizer" / "out.txt").unlink()
+    with pytest.raises(ChatforgeError, match="tokenizer stage's output"):
+        sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], start_from="sft")
