@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.model.gpt import GPT, MLP, GPTConfig
+from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.train.distributed import DistInfo
 from chatforge.train.loader import RandomTokenLoader
 from chatforge.train.progress import peak_flops
@@ -110,7 +110,6 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-flash": (lambda c, d: ours_step_fn(c, d, attention="flash"), "default"),
     "ours-adamw": (lambda c, d: ours_step_fn(c, d, muon=False), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
-    "ours-sepmlp": (lambda c, d: (setattr(MLP, "fuse_gate_up", False), ours_step_fn(c, d))[1], "default"),
 }
 
 
