@@ -18,6 +18,8 @@ tests use it with scripted models.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -75,7 +77,7 @@ class StaticDecoder:
         p = model.lm_head.weight
         self.model, self.cfg, self.device = model, cfg, p.device
         self.dtype = p.dtype
-        self.max_len = -(-max_len // BUCKET) * BUCKET if p.device.type == "cuda" else max_len
+        self.max_len = -(-max_len // BUCKET) * BUCKET if (p.device.type == "cuda" or compile) else max_len
         self.rows = batch      # rows in use
         self.pos = 0
         kv_shape = (cfg.n_layer, batch, cfg.n_kv_head, self.max_len, cfg.head_dim)
@@ -94,6 +96,8 @@ class StaticDecoder:
                         b.mlp.gate_proj.weight, b.mlp.up_proj.weight, b.mlp.down_proj.weight)
                        for b in model.model.layers]
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        # fixed shapes (graphs, compile) need the attended length in 256-position buckets
+        self.bucketed = self.device.type == "cuda" or compile
         self._step_fn = self._forward
         if compile:
             self._step_fn = torch.compile(self._forward, dynamic=False, fullgraph=True)
@@ -137,7 +141,7 @@ class StaticDecoder:
         return self.model.lm_head(x[:, -1]).float()  # the module, so hooks on it apply here too
 
     def _length(self, upto: int) -> int:
-        if self.device.type != "cuda":
+        if not self.bucketed:  # eager CPU: attend to exactly what is there
             return upto
         return min(self.max_len, -(-upto // BUCKET) * BUCKET)
 
@@ -175,7 +179,7 @@ class StaticDecoder:
         tokens = tokens.to(self.device, non_blocking=True).view(B, 1)
         self.pos_t.fill_(self.pos)
         if not self.use_graphs:
-            logits = self._step_fn(tokens, self.pos_t, length)
+            logits = self._run_step(tokens, length)
         else:
             g = self.graphs.get((B, length))
             if g is None:
@@ -187,6 +191,16 @@ class StaticDecoder:
         self.pos += 1
         return logits
 
+    def _run_step(self, tokens, length):
+        try:
+            return self._step_fn(tokens, self.pos_t, length)
+        except Exception as e:  # torch.compile failing on some setup must not take decoding down
+            if self._step_fn is self._forward:
+                raise
+            warnings.warn(f"torch.compile of the decode step failed ({type(e).__name__}: {e}); decoding eagerly")
+            self._step_fn = self._forward
+            return self._forward(tokens, self.pos_t, length)
+
     def _capture(self, B: int, length: int):
         static_in = torch.zeros(B, 1, dtype=torch.long, device=self.device)
         # the warm-up runs write into the cache at pos: harmless, the real step rewrites that slot
@@ -194,7 +208,7 @@ class StaticDecoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._step_fn(static_in, self.pos_t, length)
+                self._run_step(static_in, length)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):

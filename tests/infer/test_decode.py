@@ -87,3 +87,11 @@ def test_cuda_graph_decoder_matches_model_forward(compile):
         pytest.skip("needs a CUDA device")
     fast = check_against_model_forward("cuda", compile=compile)
     assert fast.use_graphs and len(fast.graphs) >= 3  # (3, 256), (4, 256), (4, 512), (5, 512)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch internals
+def test_compiled_decoder_cpu():
+    """torch.compile'd decode step (needs a C++ compiler for inductor; ~30 s of compiling)."""
+    fast = check_against_model_forward("cpu", compile=True, steps=40)
+    assert fast._step_fn is not fast._forward  # still compiled: no fallback to eager happened
