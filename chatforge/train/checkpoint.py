@@ -88,7 +88,7 @@ def load_checkpoint(run_dir, model, optimizers) -> dict:
     cfg_step = json.loads((run_dir / "config.json").read_text()).get("step")
     if cfg_step != state["step"]:
         raise ChatforgeError(f"{run_dir}: weights are at step {cfg_step} but the checkpoint at step {state['step']} "
-                             "(the run was killed while saving); delete model.safetensors' run and restart, or restore a backup")
+                             "(the run was killed while saving); start the run again in a fresh --out directory")
     raw = unwrap(model)
     weights = load_file(str(run_dir / "model.safetensors"))
     if raw.config.tie_embeddings:
