@@ -57,7 +57,7 @@ def teardown() -> None:
 
 def wrap(model, info: DistInfo, mode: str = "ddp"):
     """-> the module to run forward/backward on. mode: 'ddp' or 'fsdp' (FSDP2 fully_shard)."""
-    if not info.is_distributed and mode != "fsdp":
+    if not info.is_distributed:  # one process: nothing to replicate or shard
         return model
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
