@@ -285,7 +285,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
             window_tokens, window_steps = 0, 0
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
             run_eval(step)
-            meter.reset()
+            meter.reset()  # evals and checkpoints are not training time: restart the tok/s window
+            window_tokens, window_steps = 0, 0
         stopping = cfg.stop_after is not None and step >= cfg.stop_after
         if step % cfg.save_every == 0 or step == total_steps or stopping:
             save_checkpoint(out, trainer.model, trainer.optimizers, step=step, loader_state=loader.state_dict(),
@@ -294,6 +295,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
                             is_main=info.is_main,
                             run_config={**run_config, "tokens_seen": tokens_seen, "loss": last_loss})
             meter.reset()
+            window_tokens, window_steps = 0, 0
         if stopping:
             say(f"stopped after step {step} (--stop-after); continue with --resume")
             break
