@@ -11,11 +11,16 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
 Prints one table; --json writes the rows.
+
+Multi-GPU scaling (issue 8; NCCL_NVLS_ENABLE=0 on shared hosts):
+    torchrun --nproc_per_node=K benchmarks/train_throughput.py --dist ddp|fsdp --presets d20
+runs only our step, --batch sequences per GPU, and rank 0 prints the global tok/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -89,10 +94,14 @@ def baseline_step_fn(cfg: GPTConfig, device):
     return step, (model, opt)
 
 
+DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs)
+
+
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn"):
-    with torch.device(device):
+    info = DIST["info"] or DistInfo(device=torch.device(device))
+    with torch.device(info.device):
         model = GPT(cfg)
-    tr = Trainer(model, DistInfo(device=torch.device(device)), compile=True, grad_clip=1.0,
+    tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
                  optim_kwargs=dict(use_muon=muon), attention=attention)
     return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
 
@@ -158,10 +167,26 @@ def measure(variant, preset, args, device):
                 mem_gb=torch.cuda.max_memory_allocated() / 1e9, spread=(max(times) - min(times)) / dt)
 
 
+def scaling(args):
+    """Issue 8: `torchrun --nproc_per_node=K benchmarks/train_throughput.py --dist ddp|fsdp --presets d20`.
+    Scaling efficiency = tok/s(K) / (K * tok/s(1)) from runs with K = 1, 2, 4, 8."""
+    from chatforge.train import distributed as D
+
+    info = D.setup("cuda")
+    DIST["info"], DIST["mode"] = info, args.dist or "ddp"
+    for preset in args.presets.split(","):
+        row = measure("ours", preset, args, info.device)
+        row.update(world=info.world_size, dist=DIST["mode"] if info.is_distributed else "single",
+                   tok_s=row["tok_s"] * info.world_size, mfu=row["mfu"])  # per-GPU MFU, global tok/s
+        if info.is_main:
+            print(json.dumps(row), flush=True)
+    D.teardown()
+    return 0
+
+
 def run_isolated(preset, variant, argv):
     """One (preset, variant) per process, each with its own compile cache: a shared inductor cache
     would reuse a graph traced under another attention backend."""
-    import os
     import subprocess
     import tempfile
 
@@ -188,6 +213,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cdt", action="store_true", help="inductor coordinate-descent tuning")
     ap.add_argument("--profile", type=int, default=0, help="print the top N CUDA kernels of one step")
+    ap.add_argument("--dist", choices=["ddp", "fsdp"], help="under torchrun: scaling run of ours only, "
+                    "--batch sequences per GPU (weak scaling); rank 0 prints global tok/s")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--json")
     args, _ = ap.parse_known_args()
@@ -200,6 +227,8 @@ def main():
         preset, variant = args.one.split(":")
         print(json.dumps(measure(variant, preset, args, "cuda")), flush=True)
         return 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or args.dist:
+        return scaling(args)
     passthrough = [a for a in sys.argv[1:]]
     print(f"device {torch.cuda.get_device_name()} | torch {torch.__version__} | "
           f"vocab {args.vocab}, T={args.seq_len}, batch {args.batch}x{args.seq_len}", flush=True)
