@@ -12,6 +12,10 @@ offline we point it at the same bundled lid.176.ftz that ours uses. Each pipelin
 subprocess so peak RSS is its own. Then tokenize throughput on 18 Gutenberg books.
 
     python benchmarks/data_pipeline.py [--copies 2] [--workers 1] [--no-datatrove]
+
+The baseline is benchmark-only (not a chatforge dependency):
+    pip install datatrove spacy fasteners orjson faust-cchardet python-magic tldextract pyahocorasick
+Without it the datatrove column is skipped with a message.
 """
 
 from __future__ import annotations
@@ -198,6 +202,14 @@ def main() -> int:
     print(f"input: {n} response records ({warc.stat().st_size / 1e6:.1f} MB WARC.gz) from the 320 real pages x {args.copies}; "
           f"{args.workers} worker(s); {os.cpu_count()} cores")
     runs = {}
+    if not args.no_datatrove:
+        import importlib.util
+
+        missing = [m for m in ("datatrove", "spacy", "fasteners", "orjson", "cchardet", "magic", "tldextract", "ahocorasick")
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"datatrove baseline skipped: missing {', '.join(missing)} (see this script's docstring)")
+            args.no_datatrove = True
     which_list = ["ours:trafilatura", "ours:resiliparse"] + ([] if args.no_datatrove else ["datatrove"])
     for which in which_list:
         res = tmp / f"{which.replace(':', '_')}.json"
