@@ -231,6 +231,11 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
         raise ChatforgeError(f"--base {base} is not a run directory; train a base model with `chatforge train` first")
     if out.resolve() == base.resolve():
         raise ChatforgeError("--out must differ from --base (the base run stays untouched)")
+    finished = (out / "config.json").exists() and "val_after" in json.loads((out / "config.json").read_text())
+    if finished and cfg.resume:  # e.g. killed after the final save, before the checkpoint was removed
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        log(f"{out} is a finished SFT run; nothing to resume")
+        return out
     resuming = cfg.resume and has_checkpoint(out)
     if (out / "config.json").exists() and not resuming:
         raise ChatforgeError(f"{out} already holds a run" + (" (finished: nothing to resume)" if cfg.resume else "")

@@ -146,6 +146,8 @@ def test_tiny_sft_lowers_heldout_assistant_loss(base_run, tmp_path):
     assert config["kind"] == "sft" and tok.vocab_size == model.config.vocab_size
     with pytest.raises(ChatforgeError, match="already holds a run"):
         _sft(base_run, out, steps=2)
+    assert _sft(base_run, out, steps=2, resume=True) == out  # finished: nothing to redo
+    assert json.loads((out / "config.json").read_text())["step"] == 25
 
 
 def test_resume_continues_exactly(base_run, tmp_path, monkeypatch):
