@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import random
 import runpy
 from collections import Counter
@@ -212,6 +211,3 @@ def format_mixture_table(data: MixtureData) -> str:
             lines.append(f"  {name}: {count:,} {reason}")
     return "\n".join(lines)
 
-
-def steps_for_one_pass(n_train: int, examples_per_step: int) -> int:
-    return max(1, math.ceil(n_train / examples_per_step))

@@ -26,7 +26,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chatforge.common import ChatforgeError
@@ -55,8 +55,7 @@ class SFTConfig:
     seed: int = 0
     resume: bool = False
     compile: bool = False
-    probes: bool = True            # answer the fixed chat probes at the end (needs chatforge.infer)
-    extra: dict = field(default_factory=dict)
+    probes: bool = True            # answer the fixed chat probes at the end (on chatforge.infer's engine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +269,7 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train_rows": len(train_rows),
                   "n_train_tokens": sum(len(r.targets) for r in train_rows)}
     meta = dict(kind="sft", base=str(base), base_step=base_config.get("step"), mixture=spec,
-                sft={**asdict(cfg), "mix": spec.get("name", "(dict)"), "extra": None},
+                sft={**asdict(cfg), "mix": spec.get("name", "(dict)")},
                 max_seq_len=max_seq_len, total_steps=total)
 
     step = 0

@@ -5,7 +5,6 @@ from collections import Counter
 
 import pytest
 
-from chatforge.cli import main
 from chatforge.common import ChatforgeError
 from chatforge.posttrain.conversation import read_conversations_jsonl, write_conversations_jsonl
 from chatforge.posttrain.formats import load_conversations

@@ -8,7 +8,7 @@ import torch
 
 from chatforge.common import ChatforgeError
 from chatforge.posttrain import sft as sft_mod
-from chatforge.posttrain.sft import Row, collate, conversation_to_row, evaluate_loss, step_rows
+from chatforge.posttrain.sft import collate, conversation_to_row, evaluate_loss, step_rows
 
 TOOL_CONV = {"messages": [
     {"role": "system", "content": "You are terse."},
