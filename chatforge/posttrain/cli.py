@@ -33,7 +33,7 @@ def _sft(args):
                     schedule=args.schedule, warmup_steps=args.warmup_steps, use_muon=not args.adamw_only,
                     eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
                     device=args.device, seed=args.seed, resume=args.resume, compile=args.compile,
-                    probes=not args.no_probes)
+                    probes=not args.no_probes, name=args.name, creator=args.creator)
     run_sft(cfg)
     return 0
 
@@ -71,6 +71,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    p.add_argument("--name", help="the assistant's name the identity conversations teach (default chatforge)")
+    p.add_argument("--creator", help="who made it, for the identity conversations (default: the chatforge project)")
     p.add_argument("--no-probes", action="store_true", help="skip the 10 chat probes at the end")
     p.add_argument("--dry-run", action="store_true", help="build and print the mixture, then stop")
     p.add_argument("--list-mixtures", action="store_true", help="print every built-in mixture's table")

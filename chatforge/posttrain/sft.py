@@ -56,6 +56,8 @@ class SFTConfig:
     resume: bool = False
     compile: bool = False
     probes: bool = True            # answer the fixed chat probes at the end (on chatforge.infer's engine)
+    name: str | None = None        # the assistant's name in the identity set (default: its args / "chatforge")
+    creator: str | None = None     # who made it, likewise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +191,10 @@ def _lr_multiplier(cfg: SFTConfig, step: int, total: int) -> float:
 def prepare_data(cfg: SFTConfig, tokenizer, max_seq_len: int, log=print):
     """Mixture -> (train rows, val rows, the mixture data); prints the mixture table."""
     spec = load_mixture(cfg.mix)
+    if cfg.name or cfg.creator:  # --name / --creator: the identity the model learns
+        ident = {k: v for k, v in (("name", cfg.name), ("creator", cfg.creator)) if v}
+        spec["sets"] = [{**st, "args": {**st.get("args", {}), **ident}} if st["source"] == "identity" else st
+                        for st in spec["sets"]]
     data: MixtureData = build_mixture(spec)
     log(f"mixture {spec.get('name', '(dict)')!r} (seed {spec.get('seed', 0)}):")
     log(format_mixture_table(data))

@@ -133,8 +133,9 @@ def _sft(base, out, **kw):
 def test_tiny_sft_lowers_heldout_assistant_loss(base_run, tmp_path):
     from chatforge.model import load_run
 
-    out = _sft(base_run, tmp_path / "sft", steps=25)
+    out = _sft(base_run, tmp_path / "sft", steps=25, name="Quill")
     cfg = json.loads((out / "config.json").read_text())
+    assert cfg["mixture"]["sets"][0]["args"] == {"name": "Quill", "creator": "the test suite"}
     assert cfg["kind"] == "sft" and cfg["step"] == 25
     before, after = cfg["val_before"]["val_loss"], cfg["val_after"]["val_loss"]
     assert after < before - 1.0, (before, after)

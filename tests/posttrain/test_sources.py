@@ -121,3 +121,26 @@ def test_alpaca_seed_real_file(shared_data):
     convs = list(sources.read_alpaca_seed())
     assert len(convs) >= 175
     assert all(c["messages"][0]["role"] == "user" for c in convs)
+
+
+def test_alpaca_seed_small_file(tmp_path):
+    p = tmp_path / "seed.jsonl"
+    p.write_text(json.dumps({"id": "t1", "name": "x", "instruction": "Sort the list.", "is_classification": False,
+                             "instances": [{"input": "3, 1, 2", "output": "1, 2, 3"},
+                                           {"input": "", "output": ""}]}) + "\n")
+    stats = Counter()
+    convs = list(sources.read_alpaca_seed(p, stats=stats))
+    assert convs == [{"messages": [{"role": "user", "content": "Sort the list.\n\n3, 1, 2"},
+                                   {"role": "assistant", "content": "1, 2, 3"}]}]
+    assert stats["skipped: empty assistant message"] == 1
+
+
+def test_gsm8k_small_file(tmp_path):
+    p = tmp_path / "gsm.jsonl"
+    p.write_text(json.dumps({"question": "Tom has 3 bags of 4 apples. How many apples?",
+                             "answer": "He has 3*4 = <<3*4=12>>12 apples.\n#### 12"}) + "\n")
+    (conv,) = sources.read_gsm8k(p)
+    assert conv["messages"][0]["content"].startswith("Tom has")
+    assert [part["type"] for part in conv["messages"][1]["content"]] == ["text", "python", "python_output", "text"]
+    (plain,) = sources.read_gsm8k(p, tools=False)
+    assert plain["messages"][1]["content"] == "He has 3*4 = 12 apples.\n#### 12"
