@@ -10,9 +10,17 @@ def _sft(args):
     from chatforge.posttrain.mixture import MIXTURES, build_mixture, format_mixture_table, load_mixture
 
     if args.list_mixtures:
+        import json
+
+        from chatforge.common import ChatforgeError
+
         for name in MIXTURES:
             print(f"== {name}")
-            print(format_mixture_table(build_mixture(load_mixture(name))))
+            try:
+                print(format_mixture_table(build_mixture(load_mixture(name))))
+            except ChatforgeError as e:  # e.g. ../shared/data absent: show the spec and why
+                print(json.dumps(MIXTURES[name], indent=1))
+                print(f"  (not built: {e})")
         return 0
     if args.probe:
         from chatforge.posttrain.probes import run_probes

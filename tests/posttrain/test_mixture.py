@@ -66,3 +66,16 @@ def test_default_mixture_builds_on_real_data(shared_data):
     data = build_mixture(load_mixture("tiny"))
     assert {r["set"] for r in data.rows} >= {"t0", "hh_rlhf", "gsm8k", "alpaca_seed", "identity", "dont_know"}
     assert len(data.train) == sum(r["train"] for r in data.rows) > 2000
+
+
+def test_without_shared_data_errors_are_clear(monkeypatch, capsys):
+    from chatforge.cli import main
+    from chatforge.posttrain import sources
+
+    monkeypatch.setattr(sources, "shared_data_dir", lambda: None)
+    with pytest.raises(ChatforgeError, match="shared/data is absent"):
+        build_mixture(load_mixture("tiny"))
+    assert len(build_mixture(load_mixture("synthetic")).train) == 300  # generated sets need no data
+    assert main(["sft", "--list-mixtures"]) == 0
+    out = capsys.readouterr().out
+    assert "not built: ../shared/data is absent" in out and "identity" in out
