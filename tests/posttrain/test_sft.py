@@ -199,7 +199,6 @@ def test_probes_run_on_the_engine(base_run, tiny_tokenizer):
     assert md.count("\n| ") == len(SFT_PROBES) + 1  # header + one row per probe
 
 
-@pytest.mark.slow  # ~25 s: three interpreter starts
 def test_torchrun_two_processes_match_one(base_run, tmp_path):
     """DDP on 2 CPU processes (gloo), same global batch: the same weights as one process."""
     import os
