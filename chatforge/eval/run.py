@@ -39,7 +39,7 @@ def parse_tasks(spec: str | None, kind: str) -> list[str]:
     return tasks
 
 
-def make_chat(model, tokenizer, device="cpu", seed=0):
+def make_chat(model, tokenizer, seed=0):
     """The chat callable the generative tasks use: the inference engine, greedy, one batched
     generation per call. A prompt that leaves no room in the context gets None (scored as wrong)."""
     from chatforge.infer.engine import Engine, Request, SamplingParams
@@ -131,7 +131,7 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
             r = {**evaluate_mc(model, tokenizer, examples, device=device, progress=prog), **info}
         else:
             if chat is None:
-                chat = make_chat(model, tokenizer, device=device)
+                chat = make_chat(model, tokenizer)
             if task in ("gsm8k", "gsm8k_tools"):
                 problems = gen.load_gsm8k(limit=lim[task])
                 prog = _Progress(task, len(problems), quiet)
