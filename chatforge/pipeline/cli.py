@@ -9,7 +9,8 @@ def _speedrun(args):
 
     from chatforge.common import ChatforgeError
 
-    preset = get_preset("smoke" if args.smoke else args.preset)
+    preset = get_preset("smoke" if args.smoke else args.preset, nproc=args.nproc, train_tokens=args.train_tokens,
+                        sft_steps=args.sft_steps)
     out = args.out or f"runs/{preset.name}"
     compare = {}
     for item in args.compare or []:
@@ -36,6 +37,9 @@ def register(sub):
     p.add_argument("--time-limit", type=float, help="seconds; stop (resumably) when reached, e.g. 500 for a "
                    "chain of < 9-minute calls")
     p.add_argument("--until", help="stop after this stage (data, tokenizer, tokenize, pretrain, sft, eval-base, eval-sft)")
+    p.add_argument("--nproc", type=int, help="GPUs to train on (torchrun when > 1; default: the preset's)")
+    p.add_argument("--train-tokens", type=int, help="pretraining token budget (default: the preset's)")
+    p.add_argument("--sft-steps", type=int, help="SFT steps (default: the preset's)")
     p.add_argument("--from", dest="start_from", metavar="STAGE",
                    help="take the outputs of the stages before STAGE as given (e.g. built on another machine "
                         "with --until tokenize and copied here)")

@@ -126,3 +126,13 @@ def test_from_takes_earlier_outputs_as_given(fake):
     (fake / "tokenizer" / "out.txt").unlink()
     with pytest.raises(ChatforgeError, match="tokenizer stage's output"):
         sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"], start_from="sft")
+
+
+def test_cli_overrides_reach_the_plan(tmp_path, capsys):
+    from chatforge.cli import main
+
+    assert main(["speedrun", "--preset", "gpu-d20", "--nproc", "1", "--train-tokens", "5000000", "--dry-run",
+                 "--inputs", "x.txt", "--device", "cuda", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "$ chatforge train --preset d20" in out and "torchrun" not in out  # one GPU: no torchrun
+    assert "--tokens 5000000" in out
