@@ -134,5 +134,5 @@ def test_cli_overrides_reach_the_plan(tmp_path, capsys):
     assert main(["speedrun", "--preset", "gpu-d20", "--nproc", "1", "--train-tokens", "5000000", "--dry-run",
                  "--inputs", "x.txt", "--device", "cuda", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "$ chatforge train --preset d20" in out and "torchrun" not in out  # one GPU: no torchrun
+    assert "$ chatforge train --preset d20" in out and "$ torchrun" not in out  # one GPU: no torchrun
     assert "--tokens 5000000" in out
