@@ -92,13 +92,19 @@ def _marker(out: Path, stage: Stage) -> Path:
     return out / ".speedrun" / f"{stage.name}.json"
 
 
+def portable_argv(out: Path, argv: list[str]) -> list[str]:
+    """argv with the run directory written as {OUT}: a run directory moved or copied elsewhere
+    keeps its done markers."""
+    return [a.replace(str(out), "{OUT}") for a in argv]
+
+
 def stage_done(out: Path, stage: Stage) -> dict | None:
     """The stage's marker when it finished with this very command and its output still exists."""
     m = _marker(out, stage)
     if not m.is_file() or not stage.output.exists():
         return None
     rec = json.loads(m.read_text())
-    return rec if rec.get("argv") == stage.argv else None
+    return rec if rec.get("argv") == portable_argv(out, stage.argv) else None
 
 
 def _run_child(argv: list[str], deadline: float | None) -> int:
@@ -211,7 +217,7 @@ def speedrun(preset: Preset, out_dir, inputs: list[str] | None = None, device: s
                     break
                 raise ChatforgeError(f"stage {st.name} failed (exit {rc}); fix the cause and rerun the speedrun "
                                      f"(finished stages are kept), or run `{cmd}` by hand")
-            rec = {"argv": st.argv, "command": cmd, "seconds": round(secs, 2),
+            rec = {"argv": portable_argv(out, st.argv), "command": cmd, "seconds": round(secs, 2),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
             atomic_write_json(_marker(out, st), rec)
             timings["stages"][st.name] = {"seconds": rec["seconds"], "status": "ran", "command": cmd}

@@ -20,7 +20,7 @@ class FakeStage(sr.Stage):
 
 
 def fake_plan(preset, out, inputs, device, heldout=None):
-    return [FakeStage(name, ["fake", name, preset.model], out / name / "out.txt",
+    return [FakeStage(name, ["fake", name, preset.model, "--out", str(out / name)], out / name / "out.txt",
                       resume_flag="--resume" if name == "pretrain" else None)
             for name in ("data", "tokenizer", "pretrain", "sft")]
 
@@ -136,3 +136,14 @@ def test_cli_overrides_reach_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "$ chatforge train --preset d20" in out and "$ torchrun" not in out  # one GPU: no torchrun
     assert "--tokens 5000000" in out
+
+
+def test_a_moved_run_directory_keeps_its_markers(fake, tmp_path):
+    import shutil
+
+    sr.speedrun(get_preset("smoke"), fake, inputs=["x.txt"])
+    moved = tmp_path / "moved"
+    shutil.copytree(fake, moved)
+    (moved / "calls.txt").unlink()
+    sr.speedrun(get_preset("smoke"), moved, inputs=["x.txt"])
+    assert not (moved / "calls.txt").exists()  # nothing reran
