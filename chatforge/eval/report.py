@@ -237,6 +237,16 @@ def training_summary(run_dir: Path) -> list[str]:
     return bits
 
 
+def base_samples(rows: list[dict]) -> str:
+    """The continuations the trainer sampled at its last evaluation (log rows with "samples")."""
+    last = next((r for r in reversed(rows) if isinstance(r.get("samples"), list) and r["samples"]), None)
+    if last is None:
+        return ""
+    lines = [f"Base model continuations sampled by the trainer at step {last.get('step', '?')}:", ""]
+    lines += ["- " + str(t).replace("\n", " ")[:300] for t in last["samples"]]
+    return "\n".join(lines)
+
+
 def sample_conversations(chat_eval: dict | None, n: int = 4) -> str:
     if not chat_eval:
         return "_no chat evaluation_"
@@ -298,6 +308,9 @@ def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path 
             parts += [f"![{ttl}]({rel})", ""]
         else:
             parts += [f"_no {ttl} values in the training logs_", ""]
+    samples = base_samples(logs.get("base", []))
+    if samples:
+        parts += [samples, ""]
 
     parts += ["## Evaluation", ""]
     if base_eval or chat_eval:

@@ -15,7 +15,8 @@ def _fake_speedrun_dir(d):
         (d / name / "config.json").write_text(json.dumps({"kind": kind, "step": 20, "model": {
             "n_layer": 2, "n_embd": 128, "seq_len": 256, "vocab_size": 4096}}))
         lines = [json.dumps({"step": s, "loss": 8 - s / 5, "lr": 0.01}) for s in range(0, 21, 2)]
-        lines += [json.dumps({"step": 10, "val_loss": 6.1, "val_bpb": 2.2}), json.dumps({"step": 20, "val_bpb": 1.9}),
+        lines += [json.dumps({"step": 10, "val_loss": 6.1, "val_bpb": 2.2, "samples": ["early text"]}),
+                  json.dumps({"step": 20, "val_bpb": 1.9, "samples": ["The capital of France is\nParis"]}),
                   '{"step": 21, "loss": 1.0']  # a line cut off by a kill
         (d / name / "log.jsonl").write_text("\n".join(lines) + "\n")
     (d / "eval").mkdir()
@@ -56,6 +57,8 @@ def test_report_from_fake_logs(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (d / "bpb.png").stat().st_size > 1000
     assert "git commit" in text and "torch" in text
     assert "_no tokenizer directory_" in text
+    assert "sampled by the trainer at step 20" in text and "- The capital of France is Paris" in text
+    assert "early text" not in text
 
 
 def test_report_compares_with_another_runs_results(tmp_path):
