@@ -76,13 +76,14 @@ PRESETS = {
         vocab_size=32768, model="d12", seq_len=2048,
         train_tokens=1_700_000_000, max_epochs=8, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         train_extra=("--save-every", "100", "--eval-every", "100"), sft_extra=("--save-every", "100"),
-        eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
+        # whole WikiText-2 test and HumanEval; GSM8K and T0 multiple choice sampled to keep eval in minutes
+        eval_limits={"bpb_tokens": 0, "limit_mc": 2000, "limit_gsm8k": 400, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
     ),
     "gpu-d20": Preset(
         name="gpu-d20",
         description="8 H100s (torchrun), nanochat scale: d20 model, ~10B tokens",
-        vocab_size=655360, model="d20", seq_len=2048,
+        vocab_size=65536, model="d20", seq_len=2048,
         train_tokens=10_000_000_000, batch_tokens=524_288, sft_steps=1000, sft_batch_size=32,
         eval_limits={"bpb_tokens": 0, "limit_mc": 0, "limit_gsm8k": 0, "limit_humaneval": 0, "limit_probes": 24},
         nproc=8, usd_per_hour=24.0, cost_note="8 H100s at a typical on-demand price",
