@@ -243,9 +243,15 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     def run_eval(at_step):
         if not cfg.data or not has_split(cfg.data, "val"):
             return
-        vl = ShardLoader(cfg.data, "val", eval_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
+        # a small val split (a small offline corpus) gets a smaller eval batch, not an error
+        val_windows = (len(TokenShards(cfg.data, "val")) - 1) // cfg.seq_len
+        batch = min(eval_batch, val_windows // info.world_size)
+        if batch < 1:
+            say(f"skipping eval: the val split has fewer than {info.world_size} windows of {cfg.seq_len} tokens")
+            return
+        vl = ShardLoader(cfg.data, "val", batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order="sequential", device=info.device)
-        steps_here = min(eval_steps, vl.n_windows // (eval_batch * info.world_size))
+        steps_here = min(eval_steps, vl.n_windows // (batch * info.world_size))
         res = evaluate_loss(trainer.model, vl, max(1, steps_here), token_bytes, trainer.autocast)
         rec = {"kind": "eval", "step": at_step, **res}
         if tokenizer is not None and (at_step % sample_every == 0 or at_step == total_steps):

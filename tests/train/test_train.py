@@ -1,14 +1,18 @@
 """The pretraining loop on real (tiny) shards: learning, exact resume, checkpoint/run layout, sampling."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from chatforge.cli import main
 from chatforge.common import ChatforgeError
+from chatforge.data.shards import TokenShards
 from chatforge.model import load_run
 from chatforge.train.trainer import TrainConfig, train
+
+from .conftest import build_shards
 
 TINY = dict(preset="d2", seq_len=64, batch_tokens=512, eval_every=1000, log_every=1, save_every=1000,
             device="cpu", quiet=True)
@@ -63,3 +67,17 @@ def test_bad_inputs_are_one_line_errors(tiny_shards, tmp_path):
     with pytest.raises(ChatforgeError, match="no checkpoint"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r2"), **TINY, steps=1, resume=True))
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r3"), "--preset", "d2"]) == 2
+
+
+def test_small_val_split_evaluates_with_a_smaller_batch(tiny_tokenizer, shared_data, tmp_path):
+    # regression: a val split with fewer windows than the device batch stopped the run with an error
+    # (seen with an offline d12 run: 49k val tokens < 32 windows of 2048)
+    text = (shared_data / "text" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000]
+    shards = build_shards(tiny_tokenizer, text, tmp_path / "shards", val_frac=0.02)
+    val_tokens = TokenShards(shards, "val")
+    cfg = {**TINY, "batch_tokens": 16 * TINY["seq_len"], "eval_every": 1}  # device batch: 16 windows
+    assert (len(val_tokens) - 1) // cfg["seq_len"] < 16
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(shards), out=str(out), **cfg, steps=2))
+    evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals and all(math.isfinite(e["val_loss"]) for e in evals)
