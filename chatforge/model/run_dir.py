@@ -70,7 +70,11 @@ def save_tokenizer(run_dir: Path, tokenizer) -> None:
         if isinstance(tokenizer, (str, os.PathLike)):
             shutil.copytree(src, tmp, dirs_exist_ok=True)
         else:
+            # Tokenizer.save points the object at where it saved; that is a temp dir renamed
+            # away below, so keep the caller's object pointing where it pointed before
+            before = getattr(tokenizer, "path", None)
             tokenizer.save(tmp)
+            tokenizer.path = before
         if dest.exists():
             old = dest.with_name(f".tokenizer.old.{os.getpid()}")
             os.replace(dest, old)

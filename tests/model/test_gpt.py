@@ -125,3 +125,15 @@ def test_weights_load_into_hf_llama_with_same_logits(kw):
     with torch.no_grad():
         ours, theirs = m(x), hf(x).logits
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+
+
+def test_save_run_leaves_the_tokenizer_object_usable(tiny_tokenizer, tmp_path):
+    # regression: save_run pointed the caller's Tokenizer.path at a temp dir it then renamed away,
+    # so the next run that copied the same (session-wide) tokenizer failed
+    before = tiny_tokenizer.path
+    m = GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=32)
+    save_run(tmp_path / "run1", GPT(m), tiny_tokenizer)
+    assert tiny_tokenizer.path == before and (tmp_path / "run1" / "tokenizer").is_dir()
+    save_run(tmp_path / "run2", GPT(m), tiny_tokenizer.path)  # copying from its path still works
+    _, tok, _ = load_run(tmp_path / "run2")
+    assert tok.encode("hello world") == tiny_tokenizer.encode("hello world")
