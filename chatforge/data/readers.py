@@ -165,18 +165,9 @@ _WIKI_HEADING = re.compile(r"^ = [^=].* = $", re.M)
 def wikitext_sections(text: str) -> list[str]:
     """WikiText's tokenized form -> one detokenized article per top-level ' = Title = ' heading,
     paragraphs separated by blank lines (undoing ' @-@ ', ' , ' ... as the bpb eval does)."""
-    from chatforge.eval.bpb import wikitext_detokenize
+    from chatforge.eval.bpb import wikitext_detokenize, wikitext_split
 
-    articles, cur = [], []
-    for line in text.split("\n"):
-        if _WIKI_HEADING.match(line) and cur:
-            articles.append(cur)
-            cur = []
-        if line.strip():
-            cur.append(line.strip())
-    if cur:
-        articles.append(cur)
-    return [wikitext_detokenize("\n\n".join(a)) for a in articles]
+    return [wikitext_detokenize("\n\n".join(a)) for a in wikitext_split(text)]
 
 
 def unwrap(para: str) -> str:

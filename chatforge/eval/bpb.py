@@ -37,6 +37,24 @@ def wikitext_detokenize(text: str) -> str:
     return text
 
 
+_WIKI_HEADING = re.compile(r"^ = [^=].* = $")
+
+
+def wikitext_split(text: str) -> list[list[str]]:
+    """WikiText's tokenized form -> its articles (split before each top-level ` = Title = ` line),
+    each a list of its non-empty, stripped lines."""
+    articles, current = [], []
+    for line in text.split("\n"):
+        if _WIKI_HEADING.match(line) and current:
+            articles.append(current)
+            current = []
+        if line.strip():
+            current.append(line.strip())
+    if current:
+        articles.append(current)
+    return articles
+
+
 def wikitext_articles(path=None) -> list[str]:
     """WikiText file -> list of detokenized articles (split at top-level ` = Title = ` lines)."""
     if path is None:
@@ -47,16 +65,7 @@ def wikitext_articles(path=None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ChatforgeError(f"{path} not found; pass a held-out text file")
-    articles, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if re.match(r"^ = [^=].* = $", line) and current:
-            articles.append(current)
-            current = []
-        if line.strip():
-            current.append(line.strip())
-    if current:
-        articles.append(current)
-    return [wikitext_detokenize("\n".join(a)) for a in articles]
+    return [wikitext_detokenize("\n".join(a)) for a in wikitext_split(path.read_text(encoding="utf-8"))]
 
 
 def text_documents(path) -> list[str]:
