@@ -9,7 +9,7 @@ stop early). Everything else is the engine's own code.
 
 Reports microseconds per generated token: the total, and a phase breakdown from timing wrappers
 around the engine's own functions (the wrappers add ~1 us per call, so phases slightly overstate):
-  sample   = `_sample_rows` (log-softmax, argmax / top-k / top-p / multinomial, logprob gather, copy to host)
+  sample   = `_sample_rows` (argmax / top-k / top-p / draw, log-prob, the one copy to host)
   rows     = the rest of `_step_tokens`: per-row state machine, events, stop checks
   text     = `_flush_text` (incremental detokenization + stop-string search; part of rows)
   loop     = everything else in `generate` (feeding tokens to the decoder, row bookkeeping, yield)
