@@ -270,7 +270,7 @@ class Engine:
             logits = logits.index_select(0, index)
 
         while rows:
-            events, nxt = self._step_tokens(rows, logits)
+            events, nxt, nxt_dev = self._step_tokens(rows, logits)
             finished = [j for j, row in enumerate(rows) if row.finish]
             if dec.pos >= max_len:
                 for j, row in enumerate(rows):
@@ -287,15 +287,16 @@ class Engine:
                 if len(keep) < len(rows):
                     dec.select(torch.tensor(keep, device=dev))
                     rows = [rows[j] for j in keep]
-                    nxt = [nxt[j] for j in keep]
+                    nxt, nxt_dev = [nxt[j] for j in keep], None
             if admit is not None and dec.k.shape[1] > len(rows):
                 joined = admit(dec.k.shape[1] - len(rows), dec.pos, max_len - dec.pos)
                 if joined:
                     new_rows, new_logits = self._join(dec, joined)
-                    new_events, new_nxt = self._step_tokens(new_rows, new_logits)
-                    rows, nxt = rows + new_rows, nxt + new_nxt
+                    new_events, new_nxt, _ = self._step_tokens(new_rows, new_logits)
+                    rows, nxt, nxt_dev = rows + new_rows, nxt + new_nxt, None
                     yield new_events
-            logits = dec.step(torch.tensor(nxt, dtype=torch.long).to(dev))
+            # the sampled ids are already on the device unless a row took a forced token or left
+            logits = dec.step(nxt_dev if nxt_dev is not None else torch.tensor(nxt, dtype=torch.long).to(dev))
 
     def _join(self, dec, requests: list[Request]):
         """Prefill late requests into free decoder rows, left-padded to the batch position."""
@@ -328,9 +329,10 @@ class Engine:
         return d
 
     # ------------------------------------------------------------------------------------------
-    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor) -> tuple[list[Event], list[int]]:
-        """Pick every row's next token (forced, or sampled from `logits`) and update its state."""
-        sampled, logprobs, _ = _sample_rows(logits, rows)
+    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor):
+        """Pick every row's next token (forced, or sampled from `logits`) and update its state.
+        -> (events, next ids, the same ids as a device tensor or None when some row's differ)"""
+        sampled, logprobs, sampled_dev = _sample_rows(logits, rows)
         events, nxt = [], []
         for j, row in enumerate(rows):
             if row.req.cancelled and not row.finish:
@@ -349,7 +351,7 @@ class Engine:
                 self._finish(row, "length", ev)
             events.append(ev)
             nxt.append(tok)
-        return events, nxt
+        return events, nxt, sampled_dev if nxt == sampled else None
 
     def _advance(self, row: _Row, tok: int, forced: bool, ev: Event) -> None:
         p = row.req.params
@@ -465,6 +467,7 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
         if idx is not None:
             drawn = idx.gather(1, drawn[:, None]).squeeze(1)
         choice = torch.where(prm[0] == 0, choice, drawn)
-    lp = torch.log_softmax(logits, -1).gather(1, choice[:, None]).squeeze(1)
-    both = torch.stack([choice.double(), lp.double()]).cpu()  # one device->host copy per step
+    lp = torch.log_softmax(logits.float(), -1).gather(1, choice[:, None]).squeeze(1)
+    # one device->host copy per step; ids are exact in float32 (vocabularies are far below 2**24)
+    both = torch.stack([choice.to(lp.dtype), lp]).cpu()
     return [int(t) for t in both[0].tolist()], both[1].tolist(), choice
