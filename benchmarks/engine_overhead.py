@@ -45,6 +45,7 @@ class FixedLogitsDecoder:
         self.pool = pool
         self.k = torch.empty(1, rows)  # the engine reads k.shape[1] as the row capacity
         self.max_len, self.rows, self.pos, self.i = max_len, rows, 0, 0
+        self.picked = None
 
     def _next(self):
         self.i += 1
@@ -57,9 +58,15 @@ class FixedLogitsDecoder:
     def select(self, index):
         self.rows = len(index)
 
-    def step(self, tokens):
+    def step(self, tokens, pick=False):
+        # an all-greedy step: StaticDecoder picks argmax + log-prob as part of the step (inside the
+        # CUDA graph on a GPU); here those ops run eagerly and count under "loop"
+        from chatforge.infer.decode import greedy_pick
+
         self.pos += 1
-        return self._next()
+        logits = self._next()
+        self.picked = greedy_pick(logits) if pick else None
+        return logits
 
 
 def make_engine(vocab: int, device):

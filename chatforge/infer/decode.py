@@ -46,6 +46,15 @@ def _attend(q, k, v, allowed):
     return (att.to(v.dtype) @ v).reshape(B, H, 1, D)
 
 
+def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (argmax ids [B], [2, B] float32 rows of (id, its log-prob)): what the engine needs from a
+    greedy step, made on the device so that it is one small device->host copy (ids are exact in
+    float32 far beyond any vocabulary)."""
+    ids = logits.argmax(-1)
+    lp = torch.log_softmax(logits.float(), -1).gather(1, ids[:, None]).squeeze(1)
+    return ids, torch.stack([ids.to(lp.dtype), lp])
+
+
 class ModelDecoder:
     """Generic decoder over the model's own KV cache (rows of a ragged batch left-padded)."""
 
@@ -60,7 +69,9 @@ class ModelDecoder:
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.model(ids, kv_cache=self.cache, attention_mask=mask)[:, -1].float()
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+    picked = None  # no greedy pick of its own: the engine samples from the logits
+
+    def step(self, tokens: torch.Tensor, pick: bool = False) -> torch.Tensor:
         return self.model(tokens[:, None], kv_cache=self.cache)[:, -1].float()
 
     def select(self, index: torch.Tensor) -> None:
@@ -104,6 +115,7 @@ class StaticDecoder:
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None  # graphs share memory
         self.pos_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self.picked = None  # (ids, [2, B] id/log-prob) of the last step when it was asked to pick
 
     # -- the forward pass over [B, T] new tokens at positions pos .. pos+T-1 ------------------------
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, length: int, row0: int = 0,
@@ -173,21 +185,25 @@ class StaticDecoder:
         self.rows = r0 + m
         return logits
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, pick: bool = False) -> torch.Tensor:
+        """Logits [B, V] for one new token per row. pick=True (an all-greedy batch) also leaves the
+        argmax and its log-prob in `self.picked`, computed inside the CUDA graph: no sampling
+        kernels to launch from the host per token."""
         B = self.rows
         length = self._length(self.pos + 1)
         tokens = tokens.to(self.device, non_blocking=True).view(B, 1)
         self.pos_t.fill_(self.pos)
         if not self.use_graphs:
             logits = self._run_step(tokens, length)
+            self.picked = greedy_pick(logits) if pick else None
         else:
-            g = self.graphs.get((B, length))
+            g = self.graphs.get((B, length, pick))
             if g is None:
-                g = self.graphs[(B, length)] = self._capture(B, length)
-            graph, static_in, static_out = g
+                g = self.graphs[(B, length, pick)] = self._capture(B, length, pick)
+            graph, static_in, static_out, static_pick = g
             static_in.copy_(tokens)
             graph.replay()
-            logits = static_out
+            logits, self.picked = static_out, static_pick
         self.pos += 1
         return logits
 
@@ -201,7 +217,7 @@ class StaticDecoder:
             self._step_fn = self._forward
             return self._forward(tokens, self.pos_t, length)
 
-    def _capture(self, B: int, length: int):
+    def _capture(self, B: int, length: int, pick: bool = False):
         static_in = torch.zeros(B, 1, dtype=torch.long, device=self.device)
         # the warm-up runs write into the cache at pos: harmless, the real step rewrites that slot
         stream = torch.cuda.Stream()
@@ -213,7 +229,8 @@ class StaticDecoder:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             static_out = self._step_fn(static_in, self.pos_t, length)
-        return graph, static_in, static_out
+            static_pick = greedy_pick(static_out) if pick else None
+        return graph, static_in, static_out, static_pick
 
     def select(self, index: torch.Tensor) -> None:
         """Rows become rows[index] (duplicates allowed), in place so captured graphs stay valid."""

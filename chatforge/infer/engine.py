@@ -269,8 +269,9 @@ class Engine:
             dec.select(index)
             logits = logits.index_select(0, index)
 
+        picked = None  # the decoder's own greedy pick for `logits` (all-greedy steps), else None
         while rows:
-            events, nxt, nxt_dev = self._step_tokens(rows, logits)
+            events, nxt, nxt_dev = self._step_tokens(rows, logits, picked)
             finished = [j for j, row in enumerate(rows) if row.finish]
             if dec.pos >= max_len:
                 for j, row in enumerate(rows):
@@ -296,7 +297,9 @@ class Engine:
                     rows, nxt, nxt_dev = rows + new_rows, nxt + new_nxt, None
                     yield new_events
             # the sampled ids are already on the device unless a row took a forced token or left
-            logits = dec.step(nxt_dev if nxt_dev is not None else torch.tensor(nxt, dtype=torch.long).to(dev))
+            pick = all(r.req.params.temperature == 0 for r in rows)
+            logits = dec.step(nxt_dev if nxt_dev is not None else torch.tensor(nxt, dtype=torch.long).to(dev), pick=pick)
+            picked = dec.picked if pick else None
 
     def _join(self, dec, requests: list[Request]):
         """Prefill late requests into free decoder rows, left-padded to the batch position."""
@@ -329,10 +332,15 @@ class Engine:
         return d
 
     # ------------------------------------------------------------------------------------------
-    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor):
+    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor, picked=None):
         """Pick every row's next token (forced, or sampled from `logits`) and update its state.
+        `picked`: the decoder's greedy pick for these logits (all rows greedy), else None.
         -> (events, next ids, the same ids as a device tensor or None when some row's differ)"""
-        sampled, logprobs, sampled_dev = _sample_rows(logits, rows)
+        if picked is not None:
+            sampled_dev, both = picked[0], picked[1].cpu()  # the one device->host copy of the step
+            sampled, logprobs = [int(t) for t in both[0].tolist()], both[1].tolist()
+        else:
+            sampled, logprobs, sampled_dev = _sample_rows(logits, rows)
         events, nxt = [], []
         for j, row in enumerate(rows):
             if row.req.cancelled and not row.finish:
@@ -469,5 +477,5 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
         choice = torch.where(prm[0] == 0, choice, drawn)
     lp = torch.log_softmax(logits.float(), -1).gather(1, choice[:, None]).squeeze(1)
     # one device->host copy per step; ids are exact in float32 (vocabularies are far below 2**24)
-    both = torch.stack([choice.to(lp.dtype), lp]).cpu()
+    both = torch.stack([choice.to(lp.dtype), lp]).cpu()  # (decode.greedy_pick: the same, in the graph)
     return [int(t) for t in both[0].tolist()], both[1].tolist(), choice

@@ -58,8 +58,15 @@ def check_against_model_forward(device, compile=False, steps=300):
                 fast.select(idx), ref.select(idx)
                 b = b[idx]
             t = b.argmax(-1)
-            a, b = fast.step(t), ref.step(t)
+            pick = step % 2 == 0  # all-greedy steps: the argmax and its log-prob come from the step (graph) itself
+            a, b = fast.step(t, pick=pick), ref.step(t)
             torch.testing.assert_close(a, b, **close)
+            if pick:
+                ids, both = fast.picked
+                assert torch.equal(ids, a.argmax(-1)) and torch.equal(both[0].long(), ids)
+                torch.testing.assert_close(both[1], torch.log_softmax(a, -1).gather(1, ids[:, None])[:, 0])
+            else:
+                assert fast.picked is None
         # a late row joins at the batch position and continues like the same prompt run alone
         late = torch.randint(0, 300, (1, 50), device=device)
         alone = ModelDecoder(model, 1, 600, dtype=torch.float32)
