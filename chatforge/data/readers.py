@@ -309,20 +309,27 @@ class Reader:
             meta["date"] = date
         return self._keep(Doc(rid.strip("<>"), text, url, meta), len(data))
 
-    # HTML file ----------------------------------------------------------
-    def _read_html(self, path: Path) -> Iterator[Doc]:
+    def _read_decoded(self, path: Path):
+        """A whole (possibly compressed) file as text -> (text, charset, bytes), or None (counted)."""
         try:
             with open_binary(path) as f:
                 data = f.read()
         except (OSError, EOFError, zlib.error, lzma.LZMAError):
             self._skip("corrupt_file")
-            return
+            return None
         decoded = decode_html(data)
         if decoded is None:
             self._skip("undecodable", len(data))
+            return None
+        return decoded[0], decoded[1], len(data)
+
+    # HTML file ----------------------------------------------------------
+    def _read_html(self, path: Path) -> Iterator[Doc]:
+        loaded = self._read_decoded(path)
+        if loaded is None:
             return
-        text, charset = decoded
-        yield self._keep(Doc(path.name, text, "", {"format": "html", "charset": charset, "source": path.name}), len(data))
+        text, charset, n_bytes = loaded
+        yield self._keep(Doc(path.name, text, "", {"format": "html", "charset": charset, "source": path.name}), n_bytes)
 
     # JSONL --------------------------------------------------------------
     def _read_jsonl(self, path: Path) -> Iterator[Doc]:
@@ -367,17 +374,11 @@ class Reader:
         file start and '*** START OF ...', and after '*** END OF ...') is cut off. WikiText files
         are detokenized and split at article boundaries first.
         """
-        try:
-            with open_binary(path) as f:
-                data = f.read()
-        except (OSError, EOFError, zlib.error, lzma.LZMAError):
-            self._skip("corrupt_file")
+        loaded = self._read_decoded(path)
+        if loaded is None:
             return
-        decoded = decode_html(data)
-        if decoded is None:
-            self._skip("undecodable", len(data))
-            return
-        text = decoded[0].replace("\r\n", "\n")
+        text = loaded[0]
+        text = text.replace("\r\n", "\n")
         m = re.search(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
         if m:
             text = text[m.end():]
