@@ -6,8 +6,11 @@ cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d
            Chinchilla's 20 tokens/parameter, a small model on more tokens beats a bigger one.
 smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
 gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters), 20 tokens per
-           parameter, but at most 8 passes over the data: offline, ../shared/data gives only a
+           parameter, but at most 3 passes over the data: offline, ../shared/data gives only a
            few million tokens, so pass --inputs with FineWeb parquet/WARC files for a full run.
+           (Measured on the 3.9M-token offline corpus: held-out bpb was best after ~3 passes and
+           rose from 1.52 to 2.71 by 16 passes; docs/benchmarks.md. With so little data also pass
+           --batch-tokens 65536 so the run takes enough optimizer steps.)
            Each stage is one resumable command; `--time-limit 500` runs it as a chain of
            < 9-minute calls.
 gpu-d20    8 H100s (torchrun), the nanochat-scale run: a d20 model (~500M parameters) on ~10B
@@ -74,7 +77,7 @@ PRESETS = {
         name="gpu-d12",
         description="one H100, under an hour: d12 model, vocab 32768, context 2048",
         vocab_size=32768, model="d12", seq_len=2048,
-        train_tokens=1_700_000_000, max_epochs=8, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
+        train_tokens=1_700_000_000, max_epochs=3, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         train_extra=("--save-every", "100", "--eval-every", "100"), sft_extra=("--save-every", "100"),
         # whole WikiText-2 test and HumanEval; GSM8K and T0 multiple choice sampled to keep eval in minutes
         eval_limits={"bpb_tokens": 0, "limit_mc": 2000, "limit_gsm8k": 400, "limit_humaneval": 0, "limit_probes": 24},
