@@ -113,7 +113,7 @@ def test_token_budget_capped_by_epochs_once_the_corpus_is_known(tmp_path):
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 3_000_000}}}))
     after = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
-    assert after[after.index("--tokens") + 1] == str(8 * 3_000_000)
+    assert after[after.index("--tokens") + 1] == str(int(p.max_epochs * 3_000_000))
 
 
 def test_from_takes_earlier_outputs_as_given(fake):
