@@ -29,3 +29,16 @@ def tiny_tokenizer(tmp_path_factory):
     tok = train_from_texts(texts, 512, num_proc=1, progress=False)
     tok.save(tmp_path_factory.mktemp("tiny_tokenizer"))
     return tok
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch intra-op thread. The test models are tiny: one thread is fastest,
+    and on a busy machine OpenMP's spinning across threads makes each small op ~100x slower.
+    Stage folders that need it opt in with an autouse fixture that requests this one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -100,12 +100,9 @@ def test_step_rows_cover_each_epoch_once():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: op overhead dominates, and a second intra-op thread only waits on a busy core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
 
 
 TINY_MIX = {"name": "test", "seed": 0, "val_per_set": 8, "sets": [

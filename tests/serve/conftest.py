@@ -71,10 +71,6 @@ def make_random_model():
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The test models are tiny: one intra-op thread is fastest, and on a busy machine OpenMP's
-    spinning across threads makes each small op ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
