@@ -52,6 +52,9 @@ def setup(device: str | None = None) -> DistInfo:
 
 def teardown() -> None:
     if dist.is_initialized():
+        # every rank finishes its collectives before any closes its connections: without this,
+        # gloo ranks that exit a moment apart were seen to abort ("terminate called ...")
+        dist.barrier()
         dist.destroy_process_group()
 
 

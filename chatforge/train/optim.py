@@ -7,8 +7,8 @@ well-conditioned steps. Embeddings, the output head and norm gains are not "hidd
 (their rows are looked up / compared, not mixed), so they stay with AdamW.
 
 Matrices of the same shape are orthogonalised together as one batched matmul, which keeps the
-optimizer step to a few dozen kernels instead of a few thousand. Under FSDP2 each matrix is
-gathered (full_tensor), orthogonalised, and the local shard of the result is applied.
+optimizer step to a few dozen kernels instead of a few thousand. Under torchrun (DDP or
+FSDP2) each rank orthogonalises 1/W of the matrices and collectives share the results (_orthogonalize).
 
 `build_optimizers(model, ...)` returns [adamw, muon]; SFT uses it too.
 """
@@ -57,6 +57,11 @@ def _newton_schulz(cuda: bool):
     return _compiled_ns
 
 
+def _local(t):
+    """The tensor itself, or a DTensor's local shard (a view: in-place ops update the DTensor)."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 class Muon(torch.optim.Optimizer):
     """Momentum + Newton-Schulz orthogonalised update for 2D weights.
 
@@ -80,26 +85,70 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     by_shape[tuple(p.shape)].append(p)
             for shape, params in by_shape.items():
-                grads = [p.grad for p in params]
                 for p in params:
                     if "momentum_buffer" not in self.state[p]:
                         self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-                bufs = [self.state[p]["momentum_buffer"] for p in params]
+                # Elementwise work runs on the local tensors (under FSDP2 each rank's shard: DTensor
+                # has no sharding rule for some foreach ops); only Newton-Schulz needs whole matrices.
+                grads = [_local(p.grad) for p in params]
+                bufs = [_local(self.state[p]["momentum_buffer"]) for p in params]
                 # foreach ops: one kernel per list instead of one per matrix
                 torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
                 updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
-                updates = [g.full_tensor() if hasattr(g, "full_tensor") else g for g in updates]
-                ortho = _newton_schulz(updates[0].is_cuda)(torch.stack(updates), group["ns_steps"])
+                ortho = _orthogonalize(updates, params, group["ns_steps"])
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
                 ortho = list(ortho.to(params[0].dtype).unbind(0))
-                if hasattr(params[0], "device_mesh"):  # FSDP2: keep our shard of the full update
-                    from torch.distributed.tensor import distribute_tensor
-                    ortho = [distribute_tensor(u, p.device_mesh, p.placements, src_data_rank=None)
-                             for p, u in zip(params, ortho)]
+                local_params = [_local(p) for p in params]
                 if group["weight_decay"]:
-                    torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-                torch._foreach_add_(params, ortho, alpha=-group["lr"] * scale)
+                    torch._foreach_mul_(local_params, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(local_params, ortho, alpha=-group["lr"] * scale)
         return loss
+
+
+def _orthogonalize(updates, params, ns_steps):
+    """Newton-Schulz of N same-shape updates -> [N, ...] orthogonalised updates, each shaped like the
+    local update (under FSDP2 our shard of the matrix).
+
+    Under torchrun each rank orthogonalises only N/W of the matrices (W = world size), so this, the
+    optimizer's main cost, shrinks W-fold instead of being repeated on every GPU:
+    - DDP (replicated gradients): rank r takes matrices r*N/W.., then one all-gather shares them.
+    - FSDP2 (rows sharded): an all-to-all brings rank r the full matrices of its group (every rank
+      sends its rows of them), and a second all-to-all returns each rank its rows of every result.
+    """
+    import torch.distributed as dist
+
+    cuda = updates[0].is_cuda
+    ns = _newton_schulz(cuda)
+    mesh = getattr(params[0], "device_mesh", None)
+    pg = mesh.get_group() if mesh is not None else None
+    if mesh is None and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return ns(torch.stack(updates), ns_steps)
+    world = dist.get_world_size(pg)
+    rank = dist.get_rank(pg)
+    n, per = len(updates), -(-len(updates) // world)
+    X = torch.stack(updates).to(torch.bfloat16 if cuda else torch.float32)  # NS runs in bf16 on GPU anyway
+    X = torch.cat([X, X.new_zeros(per * world - n, *X.shape[1:])]) if per * world > n else X  # pad: zeros stay zero
+    if mesh is None:  # DDP: every rank holds every (all-reduced) gradient
+        mine = ns(X[rank * per:(rank + 1) * per], ns_steps)
+        out = torch.empty_like(X)
+        dist.all_gather(list(out.chunk(world)), mine.contiguous())
+        return out[:n]
+    rows, cols = params[0].shape
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+    even = all(isinstance(pl, Shard) and pl.dim == 0 for pl in params[0].placements) and rows % world == 0
+    if not even:  # uneven or unusual sharding: gather every matrix whole, orthogonalise all of them
+        full = [DTensor.from_local(u, mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
+                for p, u in zip(params, updates)]
+        ortho = ns(torch.stack(full), ns_steps)
+        return torch.stack([distribute_tensor(u, mesh, p.placements, src_data_rank=None).to_local()
+                            for p, u in zip(params, ortho.unbind(0))])
+    send = X.view(world, per, rows // world, cols)          # [to rank, its matrices, our rows, cols]
+    recv = torch.empty_like(send)                           # [from rank, my matrices, its rows, cols]
+    dist.all_to_all_single(recv, send, group=pg)
+    mine = ns(recv.transpose(0, 1).reshape(per, rows, cols), ns_steps)
+    send = mine.view(per, world, rows // world, cols).transpose(0, 1).contiguous()
+    dist.all_to_all_single(recv, send.to(recv.dtype), group=pg)
+    return recv.reshape(per * world, rows // world, cols)[:n]
 
 
 def param_groups(model):
