@@ -111,7 +111,7 @@ def chat_loop(engine: Engine, params: SamplingParams, system: str | None = None,
 
 def run_chat(args) -> int:
     engine = Engine.from_run(args.run, device=args.device, tools=not args.no_tools,
-                             cuda_graphs=not args.no_cuda_graphs)
+                             cuda_graphs=not args.no_cuda_graphs, compile=getattr(args, "compile", False))
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed)
     params.validate()

@@ -19,4 +19,7 @@ def register(sub):
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
     p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step: ~1.8x faster decode at batch 1 on an H100 (d12), "
+                   "once it has compiled for each new batch size and 256-token context bucket")
     p.set_defaults(func=_chat)

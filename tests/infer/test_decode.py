@@ -36,6 +36,29 @@ def test_static_decoder_matches_model_forward(n_kv_head):
     assert fast.pos == ref.pos == 26
 
 
+
+def test_static_decoder_follows_weights_changed_in_place():
+    """The decoder's fused q/k/v and gate/up copies follow an in-place weight update (an optimizer
+    step between generations, as in RL) at the next prefill."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=128)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.1)
+    ids = torch.randint(0, 300, (2, 10))
+    with torch.inference_mode():
+        fast = StaticDecoder(model, 2, 64)
+        before = fast.prefill(ids, None)
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.k_proj.weight.mul_(3.0)
+                layer.mlp.up_proj.weight.add_(0.05)
+        after = fast.prefill(ids, None)
+        expected = ModelDecoder(model, 2, 64).prefill(ids, None)
+    assert not torch.allclose(before, expected, atol=1e-3)
+    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+
 def check_against_model_forward(device, compile=False, steps=300):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=1024, n_kv_head=1)).to(device)
