@@ -232,6 +232,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.fp8_head = False  # training only: the head's matmuls in FP8 (model/fp8.py; the Trainer sets it)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -293,9 +294,13 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.model.norm(x)
-        logits = self.lm_head(x)
         if targets is None:
-            return logits
+            return self.lm_head(x)
+        if self.fp8_head and self.training:
+            from chatforge.model.fp8 import fp8_linear
+            logits = fp8_linear(x, self.lm_head.weight)
+        else:
+            logits = self.lm_head(x)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     def new_kv_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
