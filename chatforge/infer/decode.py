@@ -10,7 +10,9 @@ reads every weight once, so anything beyond that read is waste. It therefore:
 - keeps K/V in preallocated buffers and masks instead of slicing, so every decode step has the
   same shapes and tensor addresses: on CUDA the step is captured once per (batch, length bucket)
   as a CUDA graph and replayed (one launch instead of hundreds per token);
-- attends over the cache only up to the current length bucket (multiples of 256 positions);
+- attends over the cache only up to the current length bucket (multiples of 256 positions), and
+  pads a decode step's rows to a power of two, which bounds how many graphs (compiles) a server
+  with a changing batch needs;
 - optionally torch.compile's the step (fuses the small elementwise kernels) before capture.
 Rows can be duplicated (n samples of one prompt share its prefill) or dropped (finished rows) in
 place, so graph addresses stay valid.
@@ -116,6 +118,7 @@ class StaticDecoder:
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         # fixed shapes (graphs, compile) need the attended length in 256-position buckets
         self.bucketed = self.device.type == "cuda" or compile
+        self.pad_rows = self.bucketed  # ... and decode steps padded to a power-of-two batch
         self._step_fn = self._forward
         if compile:
             # one compiled graph per (batch size, length bucket), across decoders: lift dynamo's
@@ -219,20 +222,30 @@ class StaticDecoder:
         argmax and its log-prob in `self.picked`, computed inside the CUDA graph: no sampling
         kernels to launch from the host per token."""
         B = self.rows
+        # fixed shapes: decode a power-of-two number of rows (the spare ones are free rows, their
+        # output dropped), so a server whose batch moves between 1 and 32 needs 6 graphs/compiles
+        # per length bucket instead of 32
+        Bp = min(1 << (B - 1).bit_length(), self.k.shape[1]) if self.pad_rows else B
         length = self._length(self.pos + 1)
         tokens = tokens.to(self.device, non_blocking=True).view(B, 1)
+        if Bp > B:
+            tokens = torch.cat([tokens, tokens.new_zeros(Bp - B, 1)])
         self.pos_t.fill_(self.pos)
         if not self.use_graphs:
             logits = self._run_step(tokens, length)
-            self.picked = greedy_pick(logits) if pick else None
+            picked = greedy_pick(logits) if pick else None
         else:
-            g = self.graphs.get((B, length, pick))
+            g = self.graphs.get((Bp, length, pick))
             if g is None:
-                g = self.graphs[(B, length, pick)] = self._capture(B, length, pick)
-            graph, static_in, static_out, static_pick = g
+                g = self.graphs[(Bp, length, pick)] = self._capture(Bp, length, pick)
+            graph, static_in, static_out, picked = g
             static_in.copy_(tokens)
             graph.replay()
-            logits, self.picked = static_out, static_pick
+            logits = static_out
+        if Bp > B:
+            logits = logits[:B]
+            picked = (picked[0][:B], picked[1][:, :B]) if picked is not None else None
+        self.picked = picked
         self.pos += 1
         return logits
 

@@ -7,8 +7,9 @@ from chatforge.infer.decode import ModelDecoder, StaticDecoder
 from chatforge.model import GPT, GPTConfig
 
 
-@pytest.mark.parametrize("n_kv_head", [None, 1])  # plain multi-head and grouped-query attention
-def test_static_decoder_matches_model_forward(n_kv_head):
+@pytest.mark.parametrize("n_kv_head,pad_rows", [(None, False), (1, False), (None, True)])
+def test_static_decoder_matches_model_forward(n_kv_head, pad_rows):
+    """GQA or not; pad_rows: 3 live rows decoded as 4 (what CUDA graphs and compile do)."""
     torch.manual_seed(0)
     extra = {} if n_kv_head is None else {"n_kv_head": n_kv_head}
     model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=128, **extra))
@@ -23,6 +24,7 @@ def test_static_decoder_matches_model_forward(n_kv_head):
     mask[2, :3] = 0
     with torch.inference_mode():
         fast, ref = StaticDecoder(model, 6, 64), ModelDecoder(model, 3, 64)
+        fast.pad_rows = pad_rows
         a, b = fast.prefill(ids, mask), ref.prefill(ids, mask)
         assert torch.allclose(a, b, atol=1e-4)
         for step in range(6):
@@ -31,10 +33,11 @@ def test_static_decoder_matches_model_forward(n_kv_head):
                 fast.select(idx), ref.select(idx)
                 a, b = a[idx], b[idx]
             t = a.argmax(-1)
-            a, b = fast.step(t), ref.step(t)
-            assert torch.allclose(a, b, atol=1e-4), step
+            a, b = fast.step(t, pick=pad_rows), ref.step(t)
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4), step
+            if pad_rows:  # the greedy pick covers the live rows only
+                assert torch.equal(fast.picked[0], a.argmax(-1)) and fast.picked[1].shape == (2, len(t))
     assert fast.pos == ref.pos == 26
-
 
 
 def test_static_decoder_follows_weights_changed_in_place():
@@ -116,7 +119,7 @@ def test_cuda_graph_decoder_matches_model_forward(compile):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     fast = check_against_model_forward("cuda", compile=compile)
-    assert fast.use_graphs and len(fast.graphs) >= 3  # (3, 256), (4, 256), (4, 512), (5, 512)
+    assert fast.use_graphs and len(fast.graphs) >= 3  # rows padded to 4 or 8: (4, 256), (4, 512), (8, 512)
 
 
 @pytest.mark.slow
