@@ -11,6 +11,9 @@ import torch.multiprocessing as mp
 from chatforge.train.optim import _orthogonalize, zeropower_via_newtonschulz5
 
 WORLD = 2
+# (matrices, shape): 3 and 1 pad the stack to the world size; 5 rows do not split evenly over 2
+# ranks (FSDP2 shards 3 + 2), which takes the gather-everything path
+CASES = ((3, (8, 6)), (4, (6, 10)), (1, (4, 4)), (2, (5, 4)))
 
 
 def _free_port() -> int:
@@ -27,7 +30,7 @@ def _worker(rank, port, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         out = {}
-        for n, shape in ((3, (8, 6)), (4, (6, 10)), (1, (4, 4))):  # 3 and 1: padded to the world size
+        for n, shape in CASES:
             gen = torch.Generator().manual_seed(n)
             full = [torch.randn(*shape, generator=gen) for _ in range(n)]
             # DDP: every rank holds the full updates; plain tensors as params
@@ -47,11 +50,11 @@ def test_split_newton_schulz_matches_one_process():
     port = _free_port()
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(port, results), nprocs=WORLD, join=True)
-    for n, shape in ((3, (8, 6)), (4, (6, 10)), (1, (4, 4))):
+    for n, shape in CASES:
         gen = torch.Generator().manual_seed(n)
         full = torch.stack([torch.randn(*shape, generator=gen) for _ in range(n)])
         ref = zeropower_via_newtonschulz5(full, 5)
-        rows = shape[0] // WORLD
+        rows = -(-shape[0] // WORLD)  # FSDP2's Shard(0): ceil-sized shards, the last one smaller
         for rank in range(WORLD):
             got = results[rank]
             torch.testing.assert_close(got[("ddp", n)], ref, atol=1e-5, rtol=1e-5)
