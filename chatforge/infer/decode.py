@@ -175,13 +175,19 @@ class StaticDecoder:
         return min(self.max_len, -(-upto // BUCKET) * BUCKET)
 
     def _weight_versions(self):
-        return [p._version for pair in self._sources for group in pair for p in group]
+        """In-place modification counters of the source weights; None for weights made under
+        torch.inference_mode, which have none (then every prefill re-copies them: one pass over
+        the block weights)."""
+        weights = [p for pair in self._sources for group in pair for p in group]
+        if any(p.is_inference() for p in weights):
+            return None
+        return [p._version for p in weights]
 
     def _refresh_weights(self):
         """Re-copy the fused matrices in place (captured graphs keep their addresses) if any source
         weight was modified in place since they were made."""
         versions = self._weight_versions()
-        if versions == self._versions:
+        if versions is not None and versions == self._versions:
             return
         for (_, wqkv, _, _, wgu, _), (qkv, gu) in zip(self.layers, self._sources):
             torch.cat(qkv, out=wqkv)

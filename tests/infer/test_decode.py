@@ -40,12 +40,15 @@ def test_static_decoder_matches_model_forward(n_kv_head, pad_rows):
     assert fast.pos == ref.pos == 26
 
 
-def test_static_decoder_follows_weights_changed_in_place():
+@pytest.mark.parametrize("inference_tensors", [False, True])
+def test_static_decoder_follows_weights_changed_in_place(inference_tensors):
     """The decoder's fused q/k/v and gate/up copies follow an in-place weight update (an optimizer
-    step between generations, as in RL) at the next prefill."""
+    step between generations, as in RL) at the next prefill; also for a model built under
+    torch.inference_mode, whose weights have no version counter (that once raised)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=128)).eval()
-    with torch.no_grad():
+    with torch.inference_mode(inference_tensors):
+        model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=128)).eval()
+    with torch.inference_mode(inference_tensors), torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.1)
@@ -53,7 +56,7 @@ def test_static_decoder_follows_weights_changed_in_place():
     with torch.inference_mode():
         fast = StaticDecoder(model, 2, 64)
         before = fast.prefill(ids, None)
-        with torch.no_grad():
+        with torch.no_grad():  # (inside inference mode: inference tensors can only change there)
             for layer in model.model.layers:
                 layer.self_attn.k_proj.weight.mul_(3.0)
                 layer.mlp.up_proj.weight.add_(0.05)
