@@ -10,6 +10,7 @@ import sys
 from typing import Callable, TextIO
 
 from chatforge.common import ChatforgeError
+from chatforge.infer.cli import engine_from_args
 from chatforge.infer.engine import Engine, Request, SamplingParams, merge_parts
 
 HELP = "commands: /reset  /system TEXT  /quit   (Ctrl-C stops a reply)"
@@ -110,8 +111,7 @@ def chat_loop(engine: Engine, params: SamplingParams, system: str | None = None,
 
 
 def run_chat(args) -> int:
-    engine = Engine.from_run(args.run, device=args.device, tools=not args.no_tools,
-                             cuda_graphs=not args.no_cuda_graphs, compile=getattr(args, "compile", False))
+    engine = engine_from_args(args)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed)
     params.validate()

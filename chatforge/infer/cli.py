@@ -1,4 +1,22 @@
-"""CLI for the inference stage: `chatforge chat RUN`."""
+"""CLI for the inference stage: `chatforge chat RUN`; the engine options `chatforge serve` shares."""
+
+
+def add_engine_args(p):
+    """Options of the engine behind `chat` and `serve`."""
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step: ~1.8x faster decode at batch 1 on an H100 (d12), "
+                   "once it has compiled for each new batch size and 256-token context bucket")
+
+
+def engine_from_args(args):
+    """The Engine for `args.run` with the options add_engine_args defined."""
+    from chatforge.infer.engine import Engine
+
+    return Engine.from_run(args.run, device=args.device, tools=not args.no_tools,
+                           cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
 
 
 def _chat(args):
@@ -16,10 +34,5 @@ def register(sub):
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=1024, help="most tokens per reply")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step: ~1.8x faster decode at batch 1 on an H100 (d12), "
-                   "once it has compiled for each new batch size and 256-token context bucket")
+    add_engine_args(p)
     p.set_defaults(func=_chat)

@@ -1,6 +1,7 @@
 """`chatforge serve RUN`: the OpenAI-compatible API and the web chat page in one process."""
 
 from chatforge.common import ChatforgeError
+from chatforge.infer.cli import add_engine_args, engine_from_args
 
 
 def _serve(args):
@@ -9,14 +10,12 @@ def _serve(args):
 
     import uvicorn
 
-    from chatforge.infer.engine import Engine
     from chatforge.serve.app import create_app
 
     run = Path(args.run)
     if not (run / "config.json").is_file():
         raise ChatforgeError(f"{run} is not a run directory (no config.json); pass the directory `chatforge train` or `chatforge sft` wrote")
-    engine = Engine.from_run(run, device=args.device, tools=not args.no_tools,
-                             cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
+    engine = engine_from_args(args)
     kind = json.loads((run / "config.json").read_text()).get("kind", "base")
     name = args.name or f"chatforge-{run.resolve().name}"
     app = create_app(engine, name, max_batch=args.max_batch, kind=kind)
@@ -33,13 +32,8 @@ def register(sub):
     p.add_argument("run", help="run directory (from `chatforge train` or `chatforge sft`)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    add_engine_args(p)
     p.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together")
     p.add_argument("--name", default=None, help="model id clients pass as `model` (default chatforge-<run dir name>)")
-    p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step: ~1.8x faster decode at batch 1 on an H100 (d12), "
-                   "once it has compiled for each new batch size and 256-token context bucket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_serve)
