@@ -1,7 +1,8 @@
 """FP8 matmuls for the output head during training (Hopper: H100/H200), as modded-nanogpt does.
 
 The lm_head is the widest matmul of a small GPT (d12: 768 x 32768, a quarter of the step's matmul
-FLOPs), and FP8 tensor cores run twice as fast as bf16. `fp8_linear(x, w)` computes x @ w.T with
+FLOPs), and FP8 tensor cores have twice bf16's peak rate (NVIDIA's Hopper specifications; measured
+here: +2.3% for a whole d12 step, docs/benchmarks.md). `fp8_linear(x, w)` computes x @ w.T with
 both operands in float8_e4m3 and, in the backward pass, the incoming gradient in float8_e5m2
 (more range, less precision), through `torch._scaled_mm`. Scales (value = fp8 * scale):
 - x: sqrt(width) / 448. The head's input comes out of an RMSNorm without gains, so every element

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from chatforge.model.fp8 import fp8_linear
+
 
 @dataclass
 class GPTConfig:
@@ -297,7 +299,6 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x)
         if self.fp8_head and self.training:
-            from chatforge.model.fp8 import fp8_linear
             logits = fp8_linear(x, self.lm_head.weight)
         else:
             logits = self.lm_head(x)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
+import torch.distributed as dist
 
 from chatforge.model.run_dir import unwrap
 
@@ -115,8 +116,6 @@ def _orthogonalize(updates, params, ns_steps):
     - FSDP2 (rows sharded): an all-to-all brings rank r the full matrices of its group (every rank
       sends its rows of them), and a second all-to-all returns each rank its rows of every result.
     """
-    import torch.distributed as dist
-
     cuda = updates[0].is_cuda
     ns = _newton_schulz(cuda)
     mesh = getattr(params[0], "device_mesh", None)

@@ -21,6 +21,7 @@ import torch
 
 from chatforge.common import ChatforgeError
 from chatforge.data.shards import TokenShards
+from chatforge.model.fp8 import fp8_supported
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.train import distributed as D
 from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
@@ -119,7 +120,6 @@ class Trainer:
     def __init__(self, model: GPT, info: D.DistInfo, *, dist_mode="ddp", compile=None, grad_clip=1.0,
                  optim_kwargs: dict | None = None, attention: str = "cudnn", fp8_head: bool = False):
         self.info, self.raw, self.grad_clip = info, model, grad_clip
-        from chatforge.model.fp8 import fp8_supported
         model.fp8_head = fp8_head and fp8_supported(info.device)  # asked for and the GPU has FP8 tensor cores
         self.attention = attention_backends(attention) if info.device.type == "cuda" else contextlib.nullcontext
         self.dist_mode = dist_mode
