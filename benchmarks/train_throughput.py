@@ -97,12 +97,12 @@ def baseline_step_fn(cfg: GPTConfig, device):
 DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs)
 
 
-def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8_head=False):
+def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off"):
     info = DIST["info"] or DistInfo(device=torch.device(device))
     with torch.device(info.device):
         model = GPT(cfg)
     tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
-                 optim_kwargs=dict(use_muon=muon), attention=attention, fp8_head=fp8_head)
+                 optim_kwargs=dict(use_muon=muon), attention=attention, fp8=fp8)
     return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
 
 
@@ -118,7 +118,9 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours": (lambda c, d: ours_step_fn(c, d), "default"),            # Trainer's own default: cuDNN attention
     "ours-flash": (lambda c, d: ours_step_fn(c, d, attention="flash"), "default"),
     "ours-adamw": (lambda c, d: ours_step_fn(c, d, muon=False), "default"),
-    "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8_head=True), "default"),
+    "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
+    "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
+
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }
 

@@ -1,17 +1,21 @@
-"""FP8 matmuls for the output head during training (Hopper: H100/H200), as modded-nanogpt does.
+"""FP8 matmuls for training on Hopper/Ada GPUs (H100/H200): `fp8_linear(x, w)` = x @ w.T.
 
-The lm_head is the widest matmul of a small GPT (d12: 768 x 32768, a quarter of the step's matmul
-FLOPs), and FP8 tensor cores have twice bf16's peak rate (NVIDIA's Hopper specifications; measured
-here: +2.3% for a whole d12 step, docs/benchmarks.md). `fp8_linear(x, w)` computes x @ w.T with
-both operands in float8_e4m3 and, in the backward pass, the incoming gradient in float8_e5m2
-(more range, less precision), through `torch._scaled_mm`. Scales (value = fp8 * scale):
-- x: sqrt(width) / 448. The head's input comes out of an RMSNorm without gains, so every element
-  is at most sqrt(width) in size and fits e4m3's +-448 with no measurement.
-- w: max|w| / 448, measured each call (one small reduction over the weight).
-- grad: 1 / (rows * 1024). The head's gradient is d(mean cross-entropy)/d(logits), at most 1/rows
-  per element when every row counts; e5m2 reaches 57344, so even 1 row in 56 counting fits, and
-  anything beyond is clamped rather than turned into inf/NaN.
-Weights stay in their own dtype (the optimizer and checkpoints never see FP8).
+FP8 tensor cores have twice bf16's peak rate (NVIDIA's Hopper specifications). Both operands go
+to float8_e4m3 and, in the backward pass, the incoming gradient to float8_e5m2 (more range, less
+precision), through `torch._scaled_mm` with one scale per tensor (value = fp8 * scale). Outputs and
+gradients come back in bf16 (the weight's gradient in the weight's dtype), so the optimizer,
+checkpoints and evaluation never see FP8. Two ways to pick the scales:
+
+- Dynamic (the default; the transformer blocks, `--fp8 all`): each tensor's scale is
+  max|t| / fp8_max, measured every call. This is the "tensorwise dynamic" recipe of PyTorch's
+  torchao float8 training. Under torch.compile the measurement and the cast fuse into the kernels
+  around them, and the saved activations take half of bf16's memory.
+- Static where a bound is known, which saves a pass over the tensor. Inputs that come straight out
+  of an RMSNorm without gains (q/k/v, gate/up and the head: `rmsnorm_output_scale`) have every
+  element at most sqrt(width) in size, so `x_scale = sqrt(width)/448` needs no measurement. The
+  head's gradient (`--fp8 head`, as modded-nanogpt does) is d(mean cross-entropy)/d(logits), at most
+  1/rows per element, so `grad_scale = 1/(rows*1024)`: e5m2 reaches 57344, so even 1 row in 56
+  counting fits, and anything beyond is clamped rather than turned into inf/NaN.
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ import torch
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
+MODES = ("off", "head", "all")
 
 
 def fp8_supported(device) -> bool:
     """FP8 tensor cores: compute capability 8.9 (Ada) or 9.0+ (Hopper)."""
     device = torch.device(device)
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _amax_scale(t, limit):
+    """Dynamic per-tensor scale: the largest magnitude maps to the format's largest value."""
+    return (t.detach().abs().amax().float() / limit).clamp_min(1e-12)
+
+
+def _const_scale(value, like):
+    return torch.tensor(value, device=like.device, dtype=torch.float32)
 
 
 def _to_fp8(t, scale, dtype, limit):
@@ -39,26 +53,45 @@ def _col_major(t):
 
 class _FP8Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w):
-        x_s = torch.tensor(x.size(-1) ** 0.5 / E4M3_MAX, device=x.device, dtype=torch.float32)
-        w_s = (w.detach().abs().amax().float() / E4M3_MAX).clamp_min(1e-12)
+    def forward(ctx, x, w, x_scale, grad_scale_per_row):
+        x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
+        w_s = _amax_scale(w, E4M3_MAX)
         x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
         ctx.save_for_backward(x_f8, w_f8, x_s, w_s)
-        ctx.w_dtype = w.dtype
+        ctx.w_dtype, ctx.grad_scale_per_row = w.dtype, grad_scale_per_row
         return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=torch.bfloat16)
 
     @staticmethod
     def backward(ctx, grad):
         x_f8, w_f8, x_s, w_s = ctx.saved_tensors
-        g_s = torch.tensor(1.0 / (grad.size(0) * 1024), device=grad.device, dtype=torch.float32)
+        if ctx.grad_scale_per_row is None:
+            g_s = _amax_scale(grad, E5M2_MAX)
+        else:
+            g_s = _const_scale(ctx.grad_scale_per_row / grad.size(0), grad)
         g_f8 = _to_fp8(grad, g_s, E5M2, E5M2_MAX)
         grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.t().contiguous(), _col_major(g_f8), scale_a=x_s, scale_b=g_s,
                                   out_dtype=torch.float32).t()
-        return grad_x, grad_w.to(ctx.w_dtype)
+        return grad_x, grad_w.to(ctx.w_dtype), None, None
 
 
-def fp8_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x [..., K] @ w[N, K].T -> [..., N] in bf16, through FP8 matmuls (forward and backward)."""
+def fp8_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float | None = None,
+               grad_scale_per_row: float | None = None) -> torch.Tensor:
+    """x [..., K] @ w[N, K].T -> [..., N] in bf16, through FP8 matmuls (forward and backward).
+
+    Scales are measured per call unless given: `x_scale` fixes the input's, `grad_scale_per_row`
+    fixes the gradient's as grad_scale_per_row / rows (the static head recipe, module docstring).
+    """
     lead = x.shape[:-1]
-    return _FP8Linear.apply(x.reshape(-1, x.size(-1)), w).view(*lead, w.size(0))
+    return _FP8Linear.apply(x.reshape(-1, x.size(-1)), w, x_scale, grad_scale_per_row).view(*lead, w.size(0))
+
+
+def rmsnorm_output_scale(width: int, norm_gains: bool) -> float | None:
+    """Static FP8 scale for an RMSNorm's output: |x_i| <= sqrt(width) when the norm has no gains
+    (sum x_i^2 = width). With learnable gains there is no bound: None (measured per call)."""
+    return None if norm_gains else width ** 0.5 / E4M3_MAX
+
+
+def fp8_head_linear(x: torch.Tensor, w: torch.Tensor, norm_gains: bool = False) -> torch.Tensor:
+    """The output head: x is the final RMSNorm's output; the gradient scale is static (docstring)."""
+    return fp8_linear(x, w, x_scale=rmsnorm_output_scale(x.size(-1), norm_gains), grad_scale_per_row=1.0 / 1024)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.model.fp8 import fp8_linear
+from chatforge.model.fp8 import fp8_head_linear, fp8_linear, rmsnorm_output_scale
 
 
 @dataclass
@@ -156,13 +156,17 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        self.fp8 = False  # training matmuls in FP8 (GPT.set_fp8)
+        self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, T, _ = x.shape
+        fp8 = self.fp8 and self.training
         if kv_cache is None:
             # training: one matmul for q, k and v (weights keep their HF names, concatenated on the fly)
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            qkv = F.linear(x, w).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
+            qkv = fp8_linear(x, w, self.fp8_x_scale) if fp8 else F.linear(x, w)
+            qkv = qkv.view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
             q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
         else:
             # decoding: three matmuls, so no step re-writes the weights
@@ -186,7 +190,8 @@ class Attention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=(p == 0 and T > 1), enable_gqa=gqa)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        y = y.transpose(1, 2).reshape(B, T, -1)
+        return fp8_linear(y, self.o_proj.weight) if fp8 else self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -195,8 +200,15 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+        self.fp8 = False  # training matmuls in FP8 (GPT.set_fp8)
+        self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
 
     def forward(self, x):
+        if self.fp8 and self.training:
+            # FP8: gate and up as one matmul, so their shared input is cast once
+            w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+            gate, up = fp8_linear(x, w, self.fp8_x_scale).chunk(2, dim=-1)
+            return fp8_linear(F.silu(gate) * up, self.down_proj.weight)
         # two matmuls: fusing gate+up into one was no faster on an H100 (benchmarks/train_throughput.py)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -234,12 +246,21 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.fp8_head = False  # training only: the head's matmuls in FP8 (model/fp8.py; the Trainer sets it)
+        self.fp8 = "off"  # training matmuls in FP8: off | head | all (set_fp8, model/fp8.py)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self._build_rope(config.seq_len)
         self.reset_parameters()
+
+    def set_fp8(self, mode: str):
+        """Training matmuls in FP8 (model/fp8.py): 'head' = the output head, 'all' = the head and every
+        block matmul. Only the training loss is affected: eval() and generation stay in full precision."""
+        if mode not in ("off", "head", "all"):
+            raise ValueError(f"unknown fp8 mode {mode!r}: off, head or all")
+        self.fp8 = mode
+        for block in self.model.layers:
+            block.self_attn.fp8 = block.mlp.fp8 = mode == "all"
 
     # --- init -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -298,8 +319,8 @@ class GPT(nn.Module):
         x = self.model.norm(x)
         if targets is None:
             return self.lm_head(x)
-        if self.fp8_head and self.training:
-            logits = fp8_linear(x, self.lm_head.weight)
+        if self.fp8 != "off" and self.training:
+            logits = fp8_head_linear(x, self.lm_head.weight, self.config.norm_gains)
         else:
             logits = self.lm_head(x)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -43,7 +43,7 @@ def _train(args):
         embedding_lr=args.embedding_lr, unembedding_lr=args.unembedding_lr, weight_decay=args.weight_decay,
         muon=not args.no_muon, grad_clip=args.grad_clip, data_order=args.data_order, seed=args.seed,
         eval_every=args.eval_every, eval_tokens=args.eval_tokens, save_every=args.save_every,
-        log_every=args.log_every, compile=args.compile, device=args.device, dist_mode=args.dist, fp8_head=args.fp8_head,
+        log_every=args.log_every, compile=args.compile, device=args.device, dist_mode=args.dist, fp8=args.fp8,
         resume=args.resume, stop_after=args.stop_after, tensorboard=args.tensorboard, wandb=args.wandb)
     train(cfg)
     return 0
@@ -113,8 +113,9 @@ def register(sub):
                    help="torch.compile the model (default: on for CUDA, off for CPU)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--dist", choices=["ddp", "fsdp"], default="ddp", help="under torchrun: DDP or FSDP2 sharding")
-    p.add_argument("--fp8-head", action="store_true",
-                   help="the output head's matmuls in FP8 on Hopper/Ada GPUs (ignored elsewhere; model/fp8.py)")
+    p.add_argument("--fp8", choices=["off", "head", "all"], default="off",
+                   help="training matmuls in FP8 on Hopper/Ada GPUs: the output head, or all of them "
+                        "(ignored elsewhere; model/fp8.py)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")

@@ -66,7 +66,7 @@ class TrainConfig:
     compile: bool | None = None      # default: on for CUDA, off for CPU
     device: str | None = None
     dist_mode: str = "ddp"           # ddp | fsdp (FSDP2 fully_shard)
-    fp8_head: bool = False           # the output head's matmuls in FP8 (Hopper/Ada GPUs; model/fp8.py)
+    fp8: str = "off"                 # training matmuls in FP8: off | head | all (Hopper/Ada GPUs; model/fp8.py)
     resume: bool = False
     stop_after: int | None = None    # stop (with a checkpoint) after this step: time-limited jobs, tests
     tensorboard: bool = False
@@ -118,9 +118,9 @@ class Trainer:
     """Model, optimizers and the step function; `train()` drives it, the benchmark times `step()`."""
 
     def __init__(self, model: GPT, info: D.DistInfo, *, dist_mode="ddp", compile=None, grad_clip=1.0,
-                 optim_kwargs: dict | None = None, attention: str = "cudnn", fp8_head: bool = False):
+                 optim_kwargs: dict | None = None, attention: str = "cudnn", fp8: str = "off"):
         self.info, self.raw, self.grad_clip = info, model, grad_clip
-        model.fp8_head = fp8_head and fp8_supported(info.device)  # asked for and the GPU has FP8 tensor cores
+        model.set_fp8(fp8 if fp8_supported(info.device) else "off")  # only GPUs with FP8 tensor cores
         self.attention = attention_backends(attention) if info.device.type == "cuda" else contextlib.nullcontext
         self.dist_mode = dist_mode
         self.model = D.wrap(model, info, dist_mode)
@@ -217,7 +217,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
                       optim_kwargs=dict(matrix_lr=cfg.matrix_lr, embedding_lr=cfg.embedding_lr,
                                         unembedding_lr=cfg.unembedding_lr, scalar_lr=cfg.scalar_lr,
                                         weight_decay=cfg.weight_decay, use_muon=cfg.muon),
-                      fp8_head=cfg.fp8_head)
+                      fp8=cfg.fp8)
     loader = ShardLoader(cfg.data, "train", device_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order=cfg.data_order, seed=cfg.seed, device=info.device)
     step, tokens_seen, elapsed_before = 0, 0, 0.0
@@ -243,7 +243,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         f"{total_steps} steps x {batch_tokens:,} tokens = {total_steps * batch_tokens / 1e6:.1f}M tokens | "
         f"device batch {device_batch} x {cfg.seq_len}, grad accum {grad_accum}, world {info.world_size} "
         f"({cfg.dist_mode if info.is_distributed else 'single'}), compile {trainer.compile}"
-        + (f", fp8 head {model.fp8_head}" if cfg.fp8_head else ""))
+        + (f", fp8 {model.fp8}" if cfg.fp8 != "off" else ""))
 
     def run_eval(at_step):
         if not cfg.data or not has_split(cfg.data, "val"):

@@ -1,11 +1,11 @@
-"""FP8 head matmuls (model/fp8.py): close to the bf16/fp32 result, forward and backward."""
+"""FP8 training matmuls (model/fp8.py): close to the fp32 result, forward and backward."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from chatforge.model import GPT, GPTConfig
-from chatforge.model.fp8 import fp8_linear, fp8_supported
+from chatforge.model.fp8 import fp8_head_linear, fp8_linear, fp8_supported
 
 
 def _cpu_scaled_mm_works() -> bool:
@@ -32,7 +32,7 @@ def test_fp8_linear_matches_full_precision_head():
     x = F.rms_norm(torch.randn(M, K), (K,)).requires_grad_()   # the head's input: normed, no gains
     w = (torch.randn(N, K) * 0.02).requires_grad_()
     t = torch.randint(0, N, (M,))
-    loss = F.cross_entropy(fp8_linear(x, w).float(), t)
+    loss = F.cross_entropy(fp8_head_linear(x, w).float(), t)
     loss.backward()
     gx, gw = x.grad, w.grad
     x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
@@ -52,7 +52,7 @@ def test_gpt_fp8_head_only_in_training_loss():
         model.lm_head.weight.normal_(0, 0.02)
     idx = torch.randint(0, 512, (2, 64))
     ref, logits = model(idx, idx).item(), model(idx)
-    model.fp8_head = True
+    model.set_fp8("head")
     loss = model(idx, idx).item()
     assert loss != ref and abs(loss - ref) < 2e-2    # the training loss goes through FP8 ...
     assert torch.equal(model(idx), logits)          # ... logits for sampling do not
@@ -62,3 +62,69 @@ def test_gpt_fp8_head_only_in_training_loss():
 
 def test_fp8_needs_a_gpu_with_fp8_tensor_cores():
     assert not fp8_supported("cpu")
+
+
+@needs_fp8_mm
+def test_fp8_linear_dynamic_scales_follow_the_tensors():
+    """Block matmuls see inputs and gradients of any size: per-tensor scales measured each call."""
+    torch.manual_seed(0)
+    M, K, N = 256, 128, 192
+    for x_mag, w_mag, g_mag in ((1.0, 0.05, 1.0), (3e3, 1e-4, 1e-6), (1e-3, 30.0, 1e4)):
+        x = (torch.randn(M, K) * x_mag).requires_grad_()
+        w = (torch.randn(N, K) * w_mag).requires_grad_()
+        g = torch.randn(M, N) * g_mag
+        y = fp8_linear(x, w)
+        y.backward(g)
+        x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+        y2 = x2 @ w2.t()
+        y2.backward(g)
+        assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and torch.isfinite(w.grad).all()
+        assert rel(y.float(), y2) < 0.06, (x_mag, w_mag)
+        assert rel(x.grad.float(), x2.grad) < 0.12 and rel(w.grad, w2.grad) < 0.12, (x_mag, w_mag, g_mag)
+
+
+@needs_fp8_mm
+def test_gpt_fp8_all_trains_close_to_full_precision():
+    torch.manual_seed(0)
+    cfg = GPTConfig.from_preset("d2", vocab_size=512, seq_len=64)
+    model = GPT(cfg)
+    with torch.no_grad():  # nonzero o_proj/down_proj/head, so every matmul carries gradient
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.normal_(0, 0.05)
+    idx = torch.randint(0, 512, (2, 64))
+    ref = model(idx, idx)
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_fp8("all")
+    assert model.model.layers[0].mlp.fp8 and model.model.layers[1].self_attn.fp8
+    loss = model(idx, idx)
+    loss.backward()
+    assert loss.item() != ref.item() and abs(loss.item() - ref.item()) < 2e-2
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+                 "model.layers.0.self_attn.o_proj.weight", "model.layers.1.mlp.gate_proj.weight",
+                 "model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight", "lm_head.weight"):
+        got = dict(model.named_parameters())[name].grad
+        assert got.dtype == torch.float32 and rel(got, ref_grads[name]) < 0.15, name
+    model.eval()  # evaluation stays in full precision
+    assert model(idx, idx).item() == pytest.approx(ref.item(), abs=1e-6)
+    model.set_fp8("off")
+    model.train()
+    assert model(idx, idx).item() == pytest.approx(ref.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown fp8 mode"):
+        model.set_fp8("blocks")
+
+
+def test_rmsnorm_output_bound_gives_the_static_scale():
+    """An RMSNorm without gains never outputs more than sqrt(width): the worst case is one-hot."""
+    from chatforge.model.fp8 import E4M3_MAX, rmsnorm_output_scale
+
+    width = 768
+    one_hot = torch.zeros(width)
+    one_hot[5] = 123.0
+    x = torch.cat([one_hot[None], torch.randn(64, width) * 10])
+    scale = rmsnorm_output_scale(width, norm_gains=False)
+    assert F.rms_norm(x, (width,)).abs().max() <= scale * E4M3_MAX * (1 + 1e-5)
+    assert F.rms_norm(one_hot, (width,)).abs().max() == pytest.approx(scale * E4M3_MAX, rel=1e-5)
+    assert rmsnorm_output_scale(width, norm_gains=True) is None  # learnable gains: measured per call
