@@ -24,7 +24,7 @@ import torch
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
-MODES = ("off", "head", "all")
+MODES = ("off", "head", "normed", "all")
 
 
 def fp8_supported(device) -> bool:
@@ -51,15 +51,21 @@ def _col_major(t):
     return t.t().contiguous().t()
 
 
+def _out_dtype(x):
+    """What F.linear would return: the autocast dtype (bf16 when training on GPU), else x's own dtype."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
 class _FP8Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, x_scale, grad_scale_per_row):
+    def forward(ctx, x, w, x_scale, grad_scale_per_row, out_dtype):
         x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
         w_s = _amax_scale(w, E4M3_MAX)
         x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
         ctx.save_for_backward(x_f8, w_f8, x_s, w_s)
         ctx.w_dtype, ctx.grad_scale_per_row = w.dtype, grad_scale_per_row
-        return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=torch.bfloat16)
+        return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -72,7 +78,32 @@ class _FP8Linear(torch.autograd.Function):
         grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(x_f8.t().contiguous(), _col_major(g_f8), scale_a=x_s, scale_b=g_s,
                                   out_dtype=torch.float32).t()
-        return grad_x, grad_w.to(ctx.w_dtype), None, None
+        return grad_x, grad_w.to(ctx.w_dtype), None, None, None
+
+
+class _FP8ForwardLinear(torch.autograd.Function):
+    """FP8 forward matmul with a static input scale; the backward matmuls stay in bf16, so no gradient
+    is measured or cast (those passes are what FP8 costs at small widths; docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, x, w, x_scale, out_dtype):
+        x_s, w_s = _const_scale(x_scale, x), _amax_scale(w, E4M3_MAX)
+        ctx.save_for_backward(x.to(out_dtype), w)  # what autocast's F.linear would save
+        x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
+        return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        grad_x = grad.mm(w.to(grad.dtype))
+        grad_w = grad.t().mm(x.to(grad.dtype))
+        return grad_x, grad_w.to(w.dtype), None, None
+
+
+def fp8_forward_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float) -> torch.Tensor:
+    """x @ w.T with the forward matmul in FP8 (static input scale) and a bf16 backward."""
+    lead = x.shape[:-1]
+    return _FP8ForwardLinear.apply(x.reshape(-1, x.size(-1)), w, x_scale, _out_dtype(x)).view(*lead, w.size(0))
 
 
 def fp8_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float | None = None,
@@ -83,7 +114,8 @@ def fp8_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float | None = None,
     fixes the gradient's as grad_scale_per_row / rows (the static head recipe, module docstring).
     """
     lead = x.shape[:-1]
-    return _FP8Linear.apply(x.reshape(-1, x.size(-1)), w, x_scale, grad_scale_per_row).view(*lead, w.size(0))
+    out = _FP8Linear.apply(x.reshape(-1, x.size(-1)), w, x_scale, grad_scale_per_row, _out_dtype(x))
+    return out.view(*lead, w.size(0))
 
 
 def rmsnorm_output_scale(width: int, norm_gains: bool) -> float | None:

@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.model.fp8 import fp8_head_linear, fp8_linear, rmsnorm_output_scale
+from chatforge.model.fp8 import MODES as FP8_MODES
+from chatforge.model.fp8 import fp8_forward_linear, fp8_head_linear, fp8_linear, rmsnorm_output_scale
 
 
 @dataclass
@@ -147,6 +148,16 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype) if self.learnable else None, self.eps)
 
 
+def linear(x, w, fp8="off", x_scale=None):
+    """x @ w.T in a block's FP8 mode (GPT.set_fp8): 'all' = FP8 forward and backward; 'normed' = FP8
+    forward where the input has a static scale (an RMSNorm output), bf16 backward; else plain."""
+    if fp8 == "all":
+        return fp8_linear(x, w, x_scale)
+    if fp8 == "normed" and x_scale is not None:
+        return fp8_forward_linear(x, w, x_scale)
+    return F.linear(x, w)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer_idx: int):
         super().__init__()
@@ -156,16 +167,16 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
-        self.fp8 = False  # training matmuls in FP8 (GPT.set_fp8)
+        self.fp8 = "off"  # training matmuls in FP8 (GPT.set_fp8)
         self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, T, _ = x.shape
-        fp8 = self.fp8 and self.training
+        fp8 = self.fp8 if self.training else "off"
         if kv_cache is None:
             # training: one matmul for q, k and v (weights keep their HF names, concatenated on the fly)
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            qkv = fp8_linear(x, w, self.fp8_x_scale) if fp8 else F.linear(x, w)
+            qkv = linear(x, w, fp8, self.fp8_x_scale)
             qkv = qkv.view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
             q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
         else:
@@ -191,7 +202,7 @@ class Attention(nn.Module):
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, -1)
-        return fp8_linear(y, self.o_proj.weight) if fp8 else self.o_proj(y)
+        return linear(y, self.o_proj.weight, fp8)
 
 
 class MLP(nn.Module):
@@ -200,15 +211,16 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
-        self.fp8 = False  # training matmuls in FP8 (GPT.set_fp8)
+        self.fp8 = "off"  # training matmuls in FP8 (GPT.set_fp8)
         self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
 
     def forward(self, x):
-        if self.fp8 and self.training:
+        fp8 = self.fp8 if self.training else "off"
+        if fp8 != "off":
             # FP8: gate and up as one matmul, so their shared input is cast once
             w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
-            gate, up = fp8_linear(x, w, self.fp8_x_scale).chunk(2, dim=-1)
-            return fp8_linear(F.silu(gate) * up, self.down_proj.weight)
+            gate, up = linear(x, w, fp8, self.fp8_x_scale).chunk(2, dim=-1)
+            return linear(F.silu(gate) * up, self.down_proj.weight, fp8)
         # two matmuls: fusing gate+up into one was no faster on an H100 (benchmarks/train_throughput.py)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -246,7 +258,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.fp8 = "off"  # training matmuls in FP8: off | head | all (set_fp8, model/fp8.py)
+        self.fp8 = "off"  # training matmuls in FP8: off | head | normed | all (set_fp8, model/fp8.py)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -254,13 +266,15 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def set_fp8(self, mode: str):
-        """Training matmuls in FP8 (model/fp8.py): 'head' = the output head, 'all' = the head and every
-        block matmul. Only the training loss is affected: eval() and generation stay in full precision."""
-        if mode not in ("off", "head", "all"):
-            raise ValueError(f"unknown fp8 mode {mode!r}: off, head or all")
+        """Training matmuls in FP8 (model/fp8.py): 'head' = the output head; 'normed' = the head and the
+        forward matmuls of q/k/v and gate/up (RMSNorm inputs); 'all' = the head and every block matmul,
+        forward and backward. Only the training loss is affected: eval() and generation stay in full
+        precision."""
+        if mode not in FP8_MODES:
+            raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(FP8_MODES)}")
         self.fp8 = mode
         for block in self.model.layers:
-            block.self_attn.fp8 = block.mlp.fp8 = mode == "all"
+            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("normed", "all") else "off"
 
     # --- init -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -128,3 +128,39 @@ def test_rmsnorm_output_bound_gives_the_static_scale():
     assert F.rms_norm(x, (width,)).abs().max() <= scale * E4M3_MAX * (1 + 1e-5)
     assert F.rms_norm(one_hot, (width,)).abs().max() == pytest.approx(scale * E4M3_MAX, rel=1e-5)
     assert rmsnorm_output_scale(width, norm_gains=True) is None  # learnable gains: measured per call
+
+
+@needs_fp8_mm
+def test_gpt_fp8_normed_mode_fp8_forward_bf16_backward():
+    """'normed': the RMSNorm-fed forward matmuls (q/k/v, gate/up) and the head in FP8; the rest plain."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=512, seq_len=64))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.normal_(0, 0.05)
+    idx = torch.randint(0, 512, (2, 64))
+    ref = model(idx, idx)
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_fp8("normed")
+    assert model.model.layers[0].mlp.fp8 == "normed"
+    loss = model(idx, idx)
+    loss.backward()
+    assert loss.item() != ref.item() and abs(loss.item() - ref.item()) < 2e-2
+    for name, p in model.named_parameters():
+        if p.grad is not None and p.dim() == 2:
+            assert rel(p.grad, ref_grads[name]) < 0.15, name
+    # o_proj and down_proj stay plain: with q/k/v and gate/up also plain, the block is exactly the reference
+    from chatforge.model import gpt as G
+    calls = []
+    orig = G.fp8_forward_linear
+    G.fp8_forward_linear = lambda x, w, s: calls.append(tuple(w.shape)) or orig(x, w, s)
+    try:
+        model(idx, idx)
+    finally:
+        G.fp8_forward_linear = orig
+    cfg = model.config
+    qkv = ((cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, cfg.n_embd)
+    assert sorted(set(calls)) == sorted({qkv, (2 * cfg.intermediate_size, cfg.n_embd)}) and len(calls) == 2 * cfg.n_layer
