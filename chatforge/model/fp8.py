@@ -2,22 +2,29 @@
 
 FP8 tensor cores have twice bf16's peak rate (NVIDIA's Hopper specifications). Both operands go
 to float8_e4m3 and, in the backward pass, the incoming gradient to float8_e5m2 (more range, less
-precision), through `torch._scaled_mm` with one scale per tensor (value = fp8 * scale). Outputs and
-gradients come back in bf16 (the weight's gradient in the weight's dtype), so the optimizer,
-checkpoints and evaluation never see FP8. Two ways to pick the scales:
+precision), through `torch._scaled_mm` with one scale per tensor (value = fp8 * scale). Outputs
+come back in the autocast dtype (bf16) and weight gradients in the weight's dtype, so the optimizer,
+checkpoints and evaluation never see FP8.
 
-- Dynamic (the default; the transformer blocks, `--fp8 all`): each tensor's scale is
-  max|t| / fp8_max, measured every call. This is the "tensorwise dynamic" recipe of PyTorch's
-  torchao float8 training. Under torch.compile the measurement and the cast fuse into the kernels
-  around them, and the saved activations take half of bf16's memory.
-- Static where a bound is known, which saves a pass over the tensor. Inputs that come straight out
-  of an RMSNorm without gains (q/k/v, gate/up and the head: `rmsnorm_output_scale`) have every
-  element at most sqrt(width) in size, so `x_scale = sqrt(width)/448` needs no measurement. The
-  head's gradient (`--fp8 head`, as modded-nanogpt does) is d(mean cross-entropy)/d(logits), at most
+What `chatforge train --fp8 MODE` puts in FP8 (GPT.set_fp8); which pays depends on the width,
+because the scale and cast passes cost tokens x width while the matmuls save tokens x width^2
+(H100 numbers in docs/benchmarks.md):
+- head: the output head, forward and backward (as modded-nanogpt does).
+- normed: the head, plus the forward matmuls whose input is an RMSNorm output (q/k/v, gate/up):
+  their scale is static, so the cast fuses into the norm and nothing is measured; the backward
+  stays bf16 (`fp8_forward_linear`). Best at d12.
+- all: every matmul, forward and backward (`fp8_linear`). Best at d20.
+
+Two ways to pick the scales:
+- Dynamic (the default): each tensor's scale is max|t| / fp8_max, measured every call. This is
+  the "tensorwise dynamic" recipe of PyTorch's torchao float8 training. Each measurement is a
+  pass over the tensor before its cast; the saved activations take half of bf16's memory.
+- Static where a bound is known. Inputs that come straight out of an RMSNorm without gains
+  (`rmsnorm_output_scale`) have every element at most sqrt(width) in size, so
+  `x_scale = sqrt(width)/448`. The head's gradient is d(mean cross-entropy)/d(logits), at most
   1/rows per element, so `grad_scale = 1/(rows*1024)`: e5m2 reaches 57344, so even 1 row in 56
   counting fits, and anything beyond is clamped rather than turned into inf/NaN.
 """
-
 from __future__ import annotations
 
 import torch
