@@ -120,7 +120,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-adamw": (lambda c, d: ours_step_fn(c, d, muon=False), "default"),
     "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
     "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
-    "ours-fp8normed": (lambda c, d: ours_step_fn(c, d, fp8="normed"), "default"),
+    "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
 
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }

@@ -10,18 +10,22 @@ What `chatforge train --fp8 MODE` puts in FP8 (GPT.set_fp8); which pays depends 
 because the scale and cast passes cost tokens x width while the matmuls save tokens x width^2
 (H100 numbers in docs/benchmarks.md):
 - head: the output head, forward and backward (as modded-nanogpt does).
-- normed: the head, plus the forward matmuls whose input is an RMSNorm output (q/k/v, gate/up):
-  their scale is static, so the cast fuses into the norm and nothing is measured; the backward
-  stays bf16 (`fp8_forward_linear`). Best at d12.
-- all: every matmul, forward and backward (`fp8_linear`). Best at d20.
+- forward: the head, plus the forward matmul of every block linear with a static input scale
+  (below), so the cast fuses into the kernel that makes the input and nothing is measured; the
+  backward stays bf16 (`fp8_forward_linear`). Best at d12.
+- all: every matmul, forward and backward (`fp8_linear`); the gradients' scales are measured.
+  Best at d20.
 
 Two ways to pick the scales:
 - Dynamic (the default): each tensor's scale is max|t| / fp8_max, measured every call. This is
   the "tensorwise dynamic" recipe of PyTorch's torchao float8 training. Each measurement is a
   pass over the tensor before its cast; the saved activations take half of bf16's memory.
-- Static where a bound is known. Inputs that come straight out of an RMSNorm without gains
-  (`rmsnorm_output_scale`) have every element at most sqrt(width) in size, so
-  `x_scale = sqrt(width)/448`. The head's gradient is d(mean cross-entropy)/d(logits), at most
+- Static where a bound is known (it needs RMSNorm without gains, the default). An RMSNorm output
+  has every element at most sqrt(width) in size (`rmsnorm_output_scale`): the q/k/v, gate/up
+  and head inputs. The attention output averages rows of v = x @ Wv.T, and |silu(g) * u| <=
+  |g| * |u|, so o_proj's and down_proj's inputs are bounded through the weights' row norms
+  (`matmul_output_bound`, Cauchy-Schwarz). A bound is looser than the measured maximum, which
+  costs small values some precision; the quality runs in docs/benchmarks.md show no loss. The head's gradient is d(mean cross-entropy)/d(logits), at most
   1/rows per element, so `grad_scale = 1/(rows*1024)`: e5m2 reaches 57344, so even 1 row in 56
   counting fits, and anything beyond is clamped rather than turned into inf/NaN.
 """
@@ -31,7 +35,7 @@ import torch
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
-MODES = ("off", "head", "normed", "all")
+MODES = ("off", "head", "forward", "all")
 
 
 def fp8_supported(device) -> bool:
@@ -46,6 +50,8 @@ def _amax_scale(t, limit):
 
 
 def _const_scale(value, like):
+    if isinstance(value, torch.Tensor):  # a bound computed from the weights (matmul_output_bound)
+        return value.detach().float().clamp_min(1e-12)
     return torch.tensor(value, device=like.device, dtype=torch.float32)
 
 
@@ -129,6 +135,12 @@ def rmsnorm_output_scale(width: int, norm_gains: bool) -> float | None:
     """Static FP8 scale for an RMSNorm's output: |x_i| <= sqrt(width) when the norm has no gains
     (sum x_i^2 = width). With learnable gains there is no bound: None (measured per call)."""
     return None if norm_gains else width ** 0.5 / E4M3_MAX
+
+
+def matmul_output_bound(w: torch.Tensor, width: int) -> torch.Tensor:
+    """Per output feature, the largest |(x @ w.T)_i| for any x with ||x||_2 <= sqrt(width), i.e. any
+    RMSNorm output without gains: sqrt(width) * ||w_i||_2 (Cauchy-Schwarz). Weight-sized work."""
+    return width ** 0.5 * w.detach().float().norm(dim=1)
 
 
 def fp8_head_linear(x: torch.Tensor, w: torch.Tensor, norm_gains: bool = False) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from chatforge.model.fp8 import MODES as FP8_MODES
-from chatforge.model.fp8 import fp8_forward_linear, fp8_head_linear, fp8_linear, rmsnorm_output_scale
+from chatforge.model.fp8 import E4M3_MAX, fp8_forward_linear, fp8_head_linear, fp8_linear, matmul_output_bound, rmsnorm_output_scale
 
 
 @dataclass
@@ -149,11 +149,11 @@ class RMSNorm(nn.Module):
 
 
 def linear(x, w, fp8="off", x_scale=None):
-    """x @ w.T in a block's FP8 mode (GPT.set_fp8): 'all' = FP8 forward and backward; 'normed' = FP8
-    forward where the input has a static scale (an RMSNorm output), bf16 backward; else plain."""
+    """x @ w.T in a block's FP8 mode (GPT.set_fp8): 'all' = FP8 forward and backward (x_scale None =
+    measured per call); 'forward' = FP8 forward with the static x_scale, bf16 backward."""
     if fp8 == "all":
         return fp8_linear(x, w, x_scale)
-    if fp8 == "normed" and x_scale is not None:
+    if fp8 == "forward" and x_scale is not None:
         return fp8_forward_linear(x, w, x_scale)
     return F.linear(x, w)
 
@@ -202,7 +202,11 @@ class Attention(nn.Module):
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, -1)
-        return linear(y, self.o_proj.weight, fp8)
+        y_scale = None
+        if fp8 != "off" and self.fp8_x_scale is not None:
+            # y averages rows of v = x @ Wv.T with attention weights summing to 1, so |y| <= max |v|
+            y_scale = matmul_output_bound(self.v_proj.weight, x.size(-1)).max() / E4M3_MAX
+        return linear(y, self.o_proj.weight, fp8, y_scale)
 
 
 class MLP(nn.Module):
@@ -220,7 +224,12 @@ class MLP(nn.Module):
             # FP8: gate and up as one matmul, so their shared input is cast once
             w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
             gate, up = linear(x, w, fp8, self.fp8_x_scale).chunk(2, dim=-1)
-            return linear(F.silu(gate) * up, self.down_proj.weight, fp8)
+            h_scale = None
+            if self.fp8_x_scale is not None:
+                # |silu(g) * u| <= |g| * |u|, each bounded by its weight row (matmul_output_bound)
+                bound = matmul_output_bound(self.gate_proj.weight, x.size(-1)) * matmul_output_bound(self.up_proj.weight, x.size(-1))
+                h_scale = bound.max() / E4M3_MAX
+            return linear(F.silu(gate) * up, self.down_proj.weight, fp8, h_scale)
         # two matmuls: fusing gate+up into one was no faster on an H100 (benchmarks/train_throughput.py)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -258,7 +267,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.fp8 = "off"  # training matmuls in FP8: off | head | normed | all (set_fp8, model/fp8.py)
+        self.fp8 = "off"  # training matmuls in FP8: off | head | forward | all (set_fp8, model/fp8.py)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -266,15 +275,14 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def set_fp8(self, mode: str):
-        """Training matmuls in FP8 (model/fp8.py): 'head' = the output head; 'normed' = the head and the
-        forward matmuls of q/k/v and gate/up (RMSNorm inputs); 'all' = the head and every block matmul,
-        forward and backward. Only the training loss is affected: eval() and generation stay in full
-        precision."""
+        """Training matmuls in FP8 (model/fp8.py): 'head' = the output head; 'forward' = the head and every
+        block matmul's forward (backward in bf16); 'all' = the head and every block matmul, forward and
+        backward. Only the training loss is affected: eval() and generation stay in full precision."""
         if mode not in FP8_MODES:
             raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(FP8_MODES)}")
         self.fp8 = mode
         for block in self.model.layers:
-            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("normed", "all") else "off"
+            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("forward", "all") else "off"
 
     # --- init -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -66,7 +66,7 @@ class TrainConfig:
     compile: bool | None = None      # default: on for CUDA, off for CPU
     device: str | None = None
     dist_mode: str = "ddp"           # ddp | fsdp (FSDP2 fully_shard)
-    fp8: str = "off"                 # training matmuls in FP8: off | head | normed | all (Hopper/Ada GPUs; model/fp8.py)
+    fp8: str = "off"                 # training matmuls in FP8: off | head | forward | all (Hopper/Ada GPUs; model/fp8.py)
     resume: bool = False
     stop_after: int | None = None    # stop (with a checkpoint) after this step: time-limited jobs, tests
     tensorboard: bool = False
