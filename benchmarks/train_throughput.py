@@ -1,13 +1,15 @@
 """Pretraining throughput: our trainer's full step vs a plain compiled PyTorch GPT, same GPU, same run.
 
-    python benchmarks/train_throughput.py [--presets d12,d20] [--steps 15] [--variants ours,ours-cudnn]
+    python benchmarks/train_throughput.py [--presets d12,d20] [--steps 15] [--variants baseline,ours,ours-fp8forward]
 
 Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, random tokens.
 - baseline: a minimal GPT (RMSNorm, fused-QKV SDPA attention with RoPE, relu^2 4x MLP, untied
   head), torch.compile, bf16 autocast, fused AdamW. The issue measured 546k tok/s (d12) and
   165k (d20) for such a baseline on an H100 (torch 2.11).
-- ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm gains,
-  SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16 autocast.
+- ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm with fixed
+  gains, SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16
+  autocast, cuDNN attention. ours-fp8head / ours-fp8forward / ours-fp8: the same with
+  `--fp8 head|forward|all` (chatforge/model/fp8.py).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
 Prints one table; --json writes the rows.
@@ -121,7 +123,6 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
     "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
     "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
-
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }
 
