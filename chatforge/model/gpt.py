@@ -30,7 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from chatforge.model.fp8 import MODES as FP8_MODES
-from chatforge.model.fp8 import E4M3_MAX, fp8_forward_linear, fp8_head_linear, fp8_linear, matmul_output_bound, rmsnorm_output_scale
+from chatforge.model.fp8 import (E4M3_MAX, fp8_forward_linear, fp8_head_linear, fp8_linear, matmul_output_bound,
+                                 rmsnorm_output_scale)
 
 
 @dataclass
@@ -227,7 +228,8 @@ class MLP(nn.Module):
             h_scale = None
             if self.fp8_x_scale is not None:
                 # |silu(g) * u| <= |g| * |u|, each bounded by its weight row (matmul_output_bound)
-                bound = matmul_output_bound(self.gate_proj.weight, x.size(-1)) * matmul_output_bound(self.up_proj.weight, x.size(-1))
+                width = x.size(-1)
+                bound = matmul_output_bound(self.gate_proj.weight, width) * matmul_output_bound(self.up_proj.weight, width)
                 h_scale = bound.max() / E4M3_MAX
             return linear(F.silu(gate) * up, self.down_proj.weight, fp8, h_scale)
         # two matmuls: fusing gate+up into one was no faster on an H100 (benchmarks/train_throughput.py)

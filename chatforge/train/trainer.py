@@ -120,7 +120,9 @@ class Trainer:
     def __init__(self, model: GPT, info: D.DistInfo, *, dist_mode="ddp", compile=None, grad_clip=1.0,
                  optim_kwargs: dict | None = None, attention: str = "cudnn", fp8: str = "off"):
         self.info, self.raw, self.grad_clip = info, model, grad_clip
-        model.set_fp8(fp8 if fp8_supported(info.device) else "off")  # only GPUs with FP8 tensor cores
+        model.set_fp8(fp8)  # checks the mode ...
+        if not fp8_supported(info.device):
+            model.set_fp8("off")  # ... but only GPUs with FP8 tensor cores run it
         self.attention = attention_backends(attention) if info.device.type == "cuda" else contextlib.nullcontext
         self.dist_mode = dist_mode
         self.model = D.wrap(model, info, dist_mode)

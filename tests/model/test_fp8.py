@@ -195,3 +195,14 @@ def test_fp8_forward_mode_needs_norms_without_gains():
     finally:
         G.fp8_forward_linear = orig
     assert calls == [] and torch.isfinite(loss)
+
+
+def test_trainer_checks_the_fp8_mode_and_runs_it_only_on_fp8_gpus():
+    from chatforge.train.distributed import DistInfo
+    from chatforge.train.trainer import Trainer
+
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=256, seq_len=32))
+    with pytest.raises(ValueError, match="unknown fp8 mode"):
+        Trainer(model, DistInfo(), compile=False, fp8="blocks")
+    Trainer(model, DistInfo(), compile=False, fp8="all")
+    assert model.fp8 == "off" and model.model.layers[0].mlp.fp8 == "off"  # a CPU has no FP8 tensor cores
