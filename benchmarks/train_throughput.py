@@ -22,8 +22,8 @@ runs only our step, --batch sequences per GPU, and rank 0 prints the global tok/
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import time
 

@@ -377,8 +377,7 @@ class Reader:
         loaded = self._read_decoded(path)
         if loaded is None:
             return
-        text = loaded[0]
-        text = text.replace("\r\n", "\n")
+        text = loaded[0].replace("\r\n", "\n")
         m = re.search(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
         if m:
             text = text[m.end():]

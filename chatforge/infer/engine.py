@@ -112,11 +112,11 @@ def merge_parts(parts: list[dict], deltas: list[tuple[str, str]]) -> None:
 class _Row:
     """Decode state of one sequence."""
 
-    def __init__(self, req: Request, index: int, prompt_len: int, generator):
+    def __init__(self, req: Request, index: int, prompt_len: int, generator, stop_ids: frozenset[int]):
         self.req, self.index, self.prompt_len, self.generator = req, index, prompt_len, generator
         p = req.params
         self.stop_strings = p.stop
-        self.stop_ids: frozenset[int] = frozenset()  # stop token ids (set by the engine)
+        self.stop_ids = stop_ids  # the request's stop token ids, or the engine's defaults
         self.hold = max((len(s) for s in p.stop), default=1) - 1  # chars held back for stop strings
         self.n_sampled = 0
         self.forced: list[int] = []
@@ -228,8 +228,7 @@ class Engine:
             if r.params.seed is not None:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(int(r.params.seed) + i)
-            rows.append(_Row(r, i, len(r.prompt), g))
-            rows[-1].stop_ids = stops
+            rows.append(_Row(r, i, len(r.prompt), g, stops))
         return rows
 
     @staticmethod

@@ -124,6 +124,16 @@ def _orthogonalize(updates, params, ns_steps):
         return ns(torch.stack(updates), ns_steps)
     world = dist.get_world_size(pg)
     rank = dist.get_rank(pg)
+    rows, cols = params[0].shape
+    if mesh is not None:
+        from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+        even = all(isinstance(pl, Shard) and pl.dim == 0 for pl in params[0].placements) and rows % world == 0
+        if not even:  # uneven or unusual sharding: gather every matrix whole, orthogonalise all of them
+            full = [DTensor.from_local(u, mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
+                    for p, u in zip(params, updates)]
+            ortho = ns(torch.stack(full), ns_steps)
+            return torch.stack([distribute_tensor(u, mesh, p.placements, src_data_rank=None).to_local()
+                                for p, u in zip(params, ortho.unbind(0))])
     n, per = len(updates), -(-len(updates) // world)
     X = torch.stack(updates).to(torch.bfloat16 if cuda else torch.float32)  # NS runs in bf16 on GPU anyway
     X = torch.cat([X, X.new_zeros(per * world - n, *X.shape[1:])]) if per * world > n else X  # pad: zeros stay zero
@@ -132,15 +142,6 @@ def _orthogonalize(updates, params, ns_steps):
         out = torch.empty_like(X)
         dist.all_gather(list(out.chunk(world)), mine.contiguous())
         return out[:n]
-    rows, cols = params[0].shape
-    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
-    even = all(isinstance(pl, Shard) and pl.dim == 0 for pl in params[0].placements) and rows % world == 0
-    if not even:  # uneven or unusual sharding: gather every matrix whole, orthogonalise all of them
-        full = [DTensor.from_local(u, mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
-                for p, u in zip(params, updates)]
-        ortho = ns(torch.stack(full), ns_steps)
-        return torch.stack([distribute_tensor(u, mesh, p.placements, src_data_rank=None).to_local()
-                            for p, u in zip(params, ortho.unbind(0))])
     send = X.view(world, per, rows // world, cols)          # [to rank, its matrices, our rows, cols]
     recv = torch.empty_like(send)                           # [from rank, my matrices, its rows, cols]
     dist.all_to_all_single(recv, send, group=pg)

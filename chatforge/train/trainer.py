@@ -238,6 +238,10 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     eval_tokens = cfg.eval_tokens or (2**20 if info.device.type == "cuda" else 16 * cfg.seq_len)
     eval_batch = device_batch
     eval_steps = max(1, eval_tokens // (eval_batch * cfg.seq_len * info.world_size))
+    has_val = bool(cfg.data) and has_split(cfg.data, "val")
+    if has_val:  # a small val split (a small offline corpus) gets a smaller eval batch, not an error
+        val_windows = (len(TokenShards(cfg.data, "val")) - 1) // cfg.seq_len
+        eval_batch = min(eval_batch, val_windows // info.world_size)
     sample_every = cfg.sample_every or cfg.eval_every
     fpt = model.flops_per_token(cfg.seq_len)
     say(f"model {cfg.preset}: {model.num_params() / 1e6:.1f}M params ({n_params / 1e6:.1f}M non-embedding), "
@@ -248,17 +252,14 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         + (f", fp8 {model.fp8}" if cfg.fp8 != "off" else ""))
 
     def run_eval(at_step):
-        if not cfg.data or not has_split(cfg.data, "val"):
+        if not has_val:
             return
-        # a small val split (a small offline corpus) gets a smaller eval batch, not an error
-        val_windows = (len(TokenShards(cfg.data, "val")) - 1) // cfg.seq_len
-        batch = min(eval_batch, val_windows // info.world_size)
-        if batch < 1:
+        if eval_batch < 1:
             say(f"skipping eval: the val split has fewer than {info.world_size} windows of {cfg.seq_len} tokens")
             return
-        vl = ShardLoader(cfg.data, "val", batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
+        vl = ShardLoader(cfg.data, "val", eval_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order="sequential", device=info.device)
-        steps_here = min(eval_steps, vl.n_windows // (batch * info.world_size))
+        steps_here = min(eval_steps, vl.n_windows // (eval_batch * info.world_size))
         res = evaluate_loss(trainer.model, vl, max(1, steps_here), token_bytes, trainer.autocast)
         rec = {"kind": "eval", "step": at_step, **res}
         if tokenizer is not None and (at_step % sample_every == 0 or at_step == total_steps):
