@@ -151,11 +151,12 @@ class RMSNorm(nn.Module):
 
 def linear(x, w, fp8="off", x_scale=None):
     """x @ w.T in a block's FP8 mode (GPT.set_fp8): 'all' = FP8 forward and backward (x_scale None =
-    measured per call); 'forward' = FP8 forward with the static x_scale, bf16 backward."""
+    measured per call); 'forward' = FP8 forward with the static x_scale, bf16 backward; 'dgrad' =
+    'forward' plus an FP8 input gradient (rowwise scales), bf16 weight gradient."""
     if fp8 == "all":
         return fp8_linear(x, w, x_scale)
-    if fp8 == "forward" and x_scale is not None:
-        return fp8_forward_linear(x, w, x_scale)
+    if fp8 in ("forward", "dgrad") and x_scale is not None:
+        return fp8_forward_linear(x, w, x_scale, fp8_dgrad=fp8 == "dgrad")
     return F.linear(x, w)
 
 
@@ -270,6 +271,7 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.fp8 = "off"  # training matmuls in FP8: off | head | forward | all (set_fp8, model/fp8.py)
+        self.low_precision_residual = True  # under autocast the residual stream is bf16 (forward())
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -278,13 +280,14 @@ class GPT(nn.Module):
 
     def set_fp8(self, mode: str):
         """Training matmuls in FP8 (model/fp8.py): 'head' = the output head; 'forward' = the head and every
-        block matmul's forward (backward in bf16); 'all' = the head and every block matmul, forward and
-        backward. Only the training loss is affected: eval() and generation stay in full precision."""
+        block matmul's forward (backward in bf16); 'dgrad' = 'forward' plus the input-gradient matmuls;
+        'all' = the head and every block matmul, forward and backward. Only the training loss is
+        affected: eval() and generation stay in full precision."""
         if mode not in FP8_MODES:
             raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(FP8_MODES)}")
         self.fp8 = mode
         for block in self.model.layers:
-            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("forward", "all") else "off"
+            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("forward", "dgrad", "all") else "off"
 
     # --- init -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -336,6 +339,10 @@ class GPT(nn.Module):
         elif attention_mask is not None:
             raise ValueError("attention_mask is only supported together with a kv_cache")
         x = self.model.embed_tokens(idx)
+        if self.low_precision_residual and torch.is_autocast_enabled(x.device.type):
+            # The residual stream in the autocast dtype (bf16), as nanochat and modded-nanogpt keep it:
+            # the adds and norms between matmuls are bandwidth-bound, and fp32 doubles their traffic.
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for block in self.model.layers:
             x = block(x, cos, sin, kv_cache, attn_mask)
         if kv_cache is not None:
