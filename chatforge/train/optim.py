@@ -45,17 +45,34 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor
     return X
 
 
-_compiled_ns = None
+_compiled = {}
+
+
+def _gpu_compiled(fn, cuda: bool):
+    """fn compiled once per process on GPU (fusing its elementwise work), eager on CPU."""
+    if not cuda:
+        return fn
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn, dynamic=False)
+    return _compiled[fn]
 
 
 def _newton_schulz(cuda: bool):
-    """The compiled Newton-Schulz on GPU (fuses the normalisation and casts), eager on CPU."""
-    global _compiled_ns
-    if not cuda:
-        return zeropower_via_newtonschulz5
-    if _compiled_ns is None:
-        _compiled_ns = torch.compile(zeropower_via_newtonschulz5, dynamic=False)
-    return _compiled_ns
+    return _gpu_compiled(zeropower_via_newtonschulz5, cuda)
+
+
+def _momentum_update(grads, bufs, momentum, nesterov: bool):
+    """Momentum on one group of same-shape matrices: bufs updated in place, the updates returned
+    stacked [N, ...] for a batched Newton-Schulz. Compiled, each matrix is one pass, not four."""
+    for g, b in zip(grads, bufs):
+        b.lerp_(g, 1 - momentum)
+    return torch.stack([g.lerp(b, momentum) for g, b in zip(grads, bufs)] if nesterov else bufs)
+
+
+def _apply_update(params, ortho, step, decay):
+    """p <- p * decay - step * update, one pass per matrix when compiled."""
+    for p, u in zip(params, ortho.unbind(0)):
+        p.mul_(decay).sub_(u.to(p.dtype) * step)
 
 
 def _local(t):
@@ -93,22 +110,22 @@ class Muon(torch.optim.Optimizer):
                 # has no sharding rule for some foreach ops); only Newton-Schulz needs whole matrices.
                 grads = [_local(p.grad) for p in params]
                 bufs = [_local(self.state[p]["momentum_buffer"]) for p in params]
-                # foreach ops: one kernel per list instead of one per matrix
-                torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
-                updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
+                dev = grads[0].device
+                cuda = dev.type == "cuda"
+                # hyperparameters as device tensors: the compiled functions take new values without
+                # recompiling, and filling a device scalar does not wait for the GPU as a copy would
+                scalar = lambda v: torch.full((), v, device=dev, dtype=torch.float32)  # noqa: E731
+                updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, scalar(group["momentum"]), group["nesterov"])
                 ortho = _orthogonalize(updates, params, group["ns_steps"])
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                ortho = list(ortho.to(params[0].dtype).unbind(0))
-                local_params = [_local(p) for p in params]
-                if group["weight_decay"]:
-                    torch._foreach_mul_(local_params, 1 - group["lr"] * group["weight_decay"])
-                torch._foreach_add_(local_params, ortho, alpha=-group["lr"] * scale)
+                _gpu_compiled(_apply_update, cuda)([_local(p) for p in params], ortho, scalar(group["lr"] * scale),
+                                                   scalar(1 - group["lr"] * group["weight_decay"]))
         return loss
 
 
 def _orthogonalize(updates, params, ns_steps):
-    """Newton-Schulz of N same-shape updates -> [N, ...] orthogonalised updates, each shaped like the
-    local update (under FSDP2 our shard of the matrix).
+    """Newton-Schulz of N same-shape updates, stacked [N, ...] -> [N, ...] orthogonalised updates,
+    each shaped like the local update (under FSDP2 our shard of the matrix).
 
     Under torchrun each rank orthogonalises only N/W of the matrices (W = world size), so this, the
     optimizer's main cost, shrinks W-fold instead of being repeated on every GPU:
@@ -121,7 +138,7 @@ def _orthogonalize(updates, params, ns_steps):
     mesh = getattr(params[0], "device_mesh", None)
     pg = mesh.get_group() if mesh is not None else None
     if mesh is None and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return ns(torch.stack(updates), ns_steps)
+        return ns(updates, ns_steps)
     world = dist.get_world_size(pg)
     rank = dist.get_rank(pg)
     rows, cols = params[0].shape
@@ -130,12 +147,12 @@ def _orthogonalize(updates, params, ns_steps):
         even = all(isinstance(pl, Shard) and pl.dim == 0 for pl in params[0].placements) and rows % world == 0
         if not even:  # uneven or unusual sharding: gather every matrix whole, orthogonalise all of them
             full = [DTensor.from_local(u, mesh, p.placements, shape=p.shape, stride=p.stride()).full_tensor()
-                    for p, u in zip(params, updates)]
+                    for p, u in zip(params, updates.unbind(0))]
             ortho = ns(torch.stack(full), ns_steps)
             return torch.stack([distribute_tensor(u, mesh, p.placements, src_data_rank=None).to_local()
                                 for p, u in zip(params, ortho.unbind(0))])
     n, per = len(updates), -(-len(updates) // world)
-    X = torch.stack(updates).to(torch.bfloat16 if cuda else torch.float32)  # NS runs in bf16 on GPU anyway
+    X = updates.to(torch.bfloat16 if cuda else torch.float32)  # NS runs in bf16 on GPU anyway
     X = torch.cat([X, X.new_zeros(per * world - n, *X.shape[1:])]) if per * world > n else X  # pad: zeros stay zero
     if mesh is None:  # DDP: every rank holds every (all-reduced) gradient
         mine = ns(X[rank * per:(rank + 1) * per], ns_steps)

@@ -34,12 +34,12 @@ def _worker(rank, port, results):
             gen = torch.Generator().manual_seed(n)
             full = [torch.randn(*shape, generator=gen) for _ in range(n)]
             # DDP: every rank holds the full updates; plain tensors as params
-            out[("ddp", n)] = _orthogonalize(full, full, 5)
+            out[("ddp", n)] = _orthogonalize(torch.stack(full), full, 5)
             # FSDP2: rows sharded; params are DTensors, updates their local shards
             mesh = init_device_mesh("cpu", (WORLD,))
             params = [distribute_tensor(u, mesh, [Shard(0)]) for u in full]
             local = [p.to_local() for p in params]
-            out[("fsdp", n)] = _orthogonalize(local, params, 5)
+            out[("fsdp", n)] = _orthogonalize(torch.stack(local), params, 5)
         results[rank] = out
         dist.barrier()
     finally:
