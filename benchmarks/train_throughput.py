@@ -124,7 +124,6 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
     "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
     "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
-    "ours-fp8dgrad": (lambda c, d: ours_step_fn(c, d, fp8="dgrad"), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }

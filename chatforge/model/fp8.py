@@ -13,9 +13,8 @@ because the scale and cast passes cost tokens x width while the matmuls save tok
 - forward: the head, plus the forward matmul of every block linear with a static input scale
   (below), so the cast fuses into the kernel that makes the input and nothing is measured; the
   backward stays bf16 (`fp8_forward_linear`). Best at d12.
-- dgrad: as forward, plus the input-gradient matmuls in FP8 with one scale per gradient row
-  (`fp8_forward_linear(..., fp8_dgrad=True)`); weight gradients stay bf16.
 - all: every matmul, forward and backward (`fp8_linear`); the gradients' scales are measured.
+  Best at d20.
 
 Two ways to pick the scales:
 - Dynamic (the default): each tensor's scale is max|t| / fp8_max, measured every call. This is
@@ -38,7 +37,7 @@ import torch
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
-MODES = ("off", "head", "forward", "dgrad", "all")
+MODES = ("off", "head", "forward", "all")
 
 
 def fp8_supported(device) -> bool:
@@ -98,42 +97,28 @@ class _FP8Linear(torch.autograd.Function):
 
 
 class _FP8ForwardLinear(torch.autograd.Function):
-    """FP8 forward matmul with a static input scale. The weight gradient stays bf16, so neither x nor
-    the gradient needs a transposed FP8 copy. The input gradient is bf16 too (`forward`), or FP8 with
-    one scale per row of the gradient (`dgrad`): a row's amax is a reduction along the row, which the
-    compiler fuses into the kernel that makes the gradient, so no separate measuring pass is needed
-    (a tensor-wide amax would be one; docs/benchmarks.md)."""
+    """FP8 forward matmul with a static input scale; the backward matmuls stay in bf16, so no gradient
+    is measured or cast (those passes are what FP8 costs at small widths; docs/benchmarks.md)."""
 
     @staticmethod
-    def forward(ctx, x, w, x_scale, out_dtype, fp8_dgrad):
+    def forward(ctx, x, w, x_scale, out_dtype):
         x_s, w_s = _const_scale(x_scale, x), _amax_scale(w, E4M3_MAX)
+        ctx.save_for_backward(x.to(out_dtype), w)  # what autocast's F.linear would save
         x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
-        ctx.save_for_backward(x.to(out_dtype), w, w_f8 if fp8_dgrad else None, w_s)  # x: as autocast's F.linear saves it
-        ctx.fp8_dgrad = fp8_dgrad
         return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        x, w, w_f8, w_s = ctx.saved_tensors
-        if ctx.fp8_dgrad:
-            # rowwise scales: g_s [rows, 1], the weight's one scale broadcast to [1, in_features]
-            g_s = (grad.detach().abs().amax(dim=1, keepdim=True).float() / E4M3_MAX).clamp_min(1e-12)
-            g_f8 = _to_fp8(grad, g_s, E4M3, E4M3_MAX)
-            grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s,
-                                      scale_b=w_s.reshape(1, 1).expand(1, w_f8.size(1)).contiguous(),
-                                      out_dtype=grad.dtype)
-        else:
-            grad_x = grad.mm(w.to(grad.dtype))
+        x, w = ctx.saved_tensors
+        grad_x = grad.mm(w.to(grad.dtype))
         grad_w = grad.t().mm(x.to(grad.dtype))
-        return grad_x, grad_w.to(w.dtype), None, None, None
+        return grad_x, grad_w.to(w.dtype), None, None
 
 
-def fp8_forward_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float, fp8_dgrad: bool = False) -> torch.Tensor:
-    """x @ w.T with the forward matmul in FP8 (static input scale), the input gradient in FP8 with
-    rowwise scales if `fp8_dgrad`, else bf16, and the weight gradient in bf16."""
+def fp8_forward_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float) -> torch.Tensor:
+    """x @ w.T with the forward matmul in FP8 (static input scale) and a bf16 backward."""
     lead = x.shape[:-1]
-    out = _FP8ForwardLinear.apply(x.reshape(-1, x.size(-1)), w, x_scale, _out_dtype(x), fp8_dgrad)
-    return out.view(*lead, w.size(0))
+    return _FP8ForwardLinear.apply(x.reshape(-1, x.size(-1)), w, x_scale, _out_dtype(x)).view(*lead, w.size(0))
 
 
 def fp8_linear(x: torch.Tensor, w: torch.Tensor, x_scale: float | None = None,

@@ -151,12 +151,11 @@ class RMSNorm(nn.Module):
 
 def linear(x, w, fp8="off", x_scale=None):
     """x @ w.T in a block's FP8 mode (GPT.set_fp8): 'all' = FP8 forward and backward (x_scale None =
-    measured per call); 'forward' = FP8 forward with the static x_scale, bf16 backward; 'dgrad' =
-    'forward' plus an FP8 input gradient (rowwise scales), bf16 weight gradient."""
+    measured per call); 'forward' = FP8 forward with the static x_scale, bf16 backward."""
     if fp8 == "all":
         return fp8_linear(x, w, x_scale)
-    if fp8 in ("forward", "dgrad") and x_scale is not None:
-        return fp8_forward_linear(x, w, x_scale, fp8_dgrad=fp8 == "dgrad")
+    if fp8 == "forward" and x_scale is not None:
+        return fp8_forward_linear(x, w, x_scale)
     return F.linear(x, w)
 
 
@@ -280,14 +279,13 @@ class GPT(nn.Module):
 
     def set_fp8(self, mode: str):
         """Training matmuls in FP8 (model/fp8.py): 'head' = the output head; 'forward' = the head and every
-        block matmul's forward (backward in bf16); 'dgrad' = 'forward' plus the input-gradient matmuls;
-        'all' = the head and every block matmul, forward and backward. Only the training loss is
-        affected: eval() and generation stay in full precision."""
+        block matmul's forward (backward in bf16); 'all' = the head and every block matmul, forward and
+        backward. Only the training loss is affected: eval() and generation stay in full precision."""
         if mode not in FP8_MODES:
             raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(FP8_MODES)}")
         self.fp8 = mode
         for block in self.model.layers:
-            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("forward", "dgrad", "all") else "off"
+            block.self_attn.fp8 = block.mlp.fp8 = mode if mode in ("forward", "all") else "off"
 
     # --- init -------------------------------------------------------------------------------
     @torch.no_grad()

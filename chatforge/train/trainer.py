@@ -128,14 +128,7 @@ class Trainer:
         self.model = D.wrap(model, info, dist_mode)
         self.optimizers = build_optimizers(model, **(optim_kwargs or {}))
         self.compile = info.device.type == "cuda" if compile is None else compile
-        options = None
-        if model.fp8 == "dgrad":
-            # The FP8 input gradients need each row's amax inside the kernel that makes the gradient.
-            # Rows of 2304 (q/k/v) or 4096 (gate/up) exceed inductor's persistent-reduction limit
-            # (1024), and its looped reduction reads the row twice; multi_kernel raises the limit
-            # and keeps whichever version runs faster.
-            options = {"triton.multi_kernel": 1}
-        self.fwd = torch.compile(self.model, options=options) if self.compile else self.model
+        self.fwd = torch.compile(self.model) if self.compile else self.model
         self.autocast = autocast_for(info.device)
 
     def _sync_ctx(self, last: bool):
