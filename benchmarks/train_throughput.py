@@ -9,7 +9,8 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
 - ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm with fixed
   gains, SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16
   autocast, cuDNN attention. ours-fp8head / ours-fp8forward / ours-fp8: the same with
-  `--fp8 head|forward|all` (chatforge/model/fp8.py).
+  `--fp8 head|forward|all` (chatforge/model/fp8.py). ours-res32: ours with the residual stream in
+  fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
 Prints one table; --json writes the rows.

@@ -7,7 +7,8 @@ well-conditioned steps. Embeddings, the output head and norm gains are not "hidd
 (their rows are looked up / compared, not mixed), so they stay with AdamW.
 
 Matrices of the same shape are orthogonalised together as one batched matmul, which keeps the
-optimizer step to a few dozen kernels instead of a few thousand. Under torchrun (DDP or
+optimizer step to a few dozen kernels instead of a few thousand. On GPU the momentum update and
+the weight update are compiled too (one pass per matrix, `_gpu_compiled`). Under torchrun (DDP or
 FSDP2) each rank orthogonalises 1/W of the matrices and collectives share the results (_orthogonalize).
 
 `build_optimizers(model, ...)` returns [adamw, muon]; SFT uses it too.
