@@ -62,6 +62,12 @@ def _newton_schulz(cuda: bool):
     return _gpu_compiled(zeropower_via_newtonschulz5, cuda)
 
 
+def _device_scalar(value: float, device) -> torch.Tensor:
+    """A hyperparameter as a 0-d device tensor: compiled functions take new values without
+    recompiling, and filling it on the device does not wait for the GPU as a host copy would."""
+    return torch.full((), value, device=device, dtype=torch.float32)
+
+
 def _momentum_update(grads, bufs, momentum, nesterov: bool):
     """Momentum on one group of same-shape matrices: bufs updated in place, the updates returned
     stacked [N, ...] for a batched Newton-Schulz. Compiled, each matrix is one pass, not four."""
@@ -113,14 +119,13 @@ class Muon(torch.optim.Optimizer):
                 bufs = [_local(self.state[p]["momentum_buffer"]) for p in params]
                 dev = grads[0].device
                 cuda = dev.type == "cuda"
-                # hyperparameters as device tensors: the compiled functions take new values without
-                # recompiling, and filling a device scalar does not wait for the GPU as a copy would
-                scalar = lambda v: torch.full((), v, device=dev, dtype=torch.float32)  # noqa: E731
-                updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, scalar(group["momentum"]), group["nesterov"])
+                momentum = _device_scalar(group["momentum"], dev)
+                updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, momentum, group["nesterov"])
                 ortho = _orthogonalize(updates, params, group["ns_steps"])
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                _gpu_compiled(_apply_update, cuda)([_local(p) for p in params], ortho, scalar(group["lr"] * scale),
-                                                   scalar(1 - group["lr"] * group["weight_decay"]))
+                step = _device_scalar(group["lr"] * scale, dev)
+                decay = _device_scalar(1 - group["lr"] * group["weight_decay"], dev)
+                _gpu_compiled(_apply_update, cuda)([_local(p) for p in params], ortho, step, decay)
         return loss
 
 

@@ -65,6 +65,7 @@ def test_static_decoder_follows_weights_changed_in_place(inference_tensors):
     assert not torch.allclose(before, expected, atol=1e-3)
     torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
 
+
 def check_against_model_forward(device, compile=False, steps=300):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("d2", vocab_size=300, seq_len=1024, n_kv_head=1)).to(device)
