@@ -100,11 +100,12 @@ def baseline_step_fn(cfg: GPTConfig, device):
 DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs)
 
 
-def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False):
+def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True):
     info = DIST["info"] or DistInfo(device=torch.device(device))
     with torch.device(info.device):
         model = GPT(cfg)
     model.low_precision_residual = not res32
+    model.fused_head_loss = fused_head
     tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
                  optim_kwargs=dict(use_muon=muon), attention=attention, fp8=fp8)
     return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
@@ -125,6 +126,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
     "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
     "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
+    "ours-fp8forward-unfusedhead": (lambda c, d: ours_step_fn(c, d, fp8="forward", fused_head=False), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import torch
 
+from chatforge.model.fp8_kernels import ce_grad_fp8
+
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
 MODES = ("off", "head", "forward", "all")
@@ -147,4 +149,49 @@ def matmul_output_bound(w: torch.Tensor, width: int) -> torch.Tensor:
 
 def fp8_head_linear(x: torch.Tensor, w: torch.Tensor, norm_gains: bool = False) -> torch.Tensor:
     """The output head: x is the final RMSNorm's output; the gradient scale is static (docstring)."""
-    return fp8_linear(x, w, x_scale=rmsnorm_output_scale(x.size(-1), norm_gains), grad_scale_per_row=1.0 / 1024)
+    return fp8_linear(x, w, x_scale=rmsnorm_output_scale(x.size(-1), norm_gains), grad_scale_per_row=HEAD_GRAD_SCALE_PER_ROW)
+
+
+HEAD_GRAD_SCALE_PER_ROW = 1.0 / 1024
+
+
+class _FP8HeadCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of x @ w.T, the matmuls in FP8. The backward writes the logits' gradient
+    once, as e5m2, in both layouts the two gradient matmuls want (model/fp8_kernels.py), instead
+    of a bf16 gradient, its cast and a strided transposed copy."""
+
+    @staticmethod
+    def forward(ctx, x, w, targets, x_scale, out_dtype):
+        x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
+        w_s = _amax_scale(w, E4M3_MAX)
+        x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
+        logits = torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        valid = targets >= 0
+        target_logit = logits.gather(1, targets.clamp_min(0)[:, None]).squeeze(1).float()
+        count = valid.sum()
+        loss = torch.where(valid, lse - target_logit, 0.0).sum() / count
+        ctx.save_for_backward(x_f8, w_f8, x_s, w_s, logits, lse, targets, count)
+        ctx.w_dtype = w.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, dloss):
+        x_f8, w_f8, x_s, w_s, logits, lse, targets, count = ctx.saved_tensors
+        rows = logits.size(0)
+        g_s = _const_scale(HEAD_GRAD_SCALE_PER_ROW / rows, logits)
+        coef = (dloss.float() / count / g_s).reshape(1)  # d(loss)/d(logit) = dloss * (p - onehot) / count
+        g_f8, g_f8_t = ce_grad_fp8(logits, lse, targets, coef)
+        grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=logits.dtype)
+        grad_w = torch._scaled_mm(x_f8.t().contiguous(), g_f8_t.t(), scale_a=x_s, scale_b=g_s,
+                                  out_dtype=torch.float32).t()
+        return grad_x, grad_w.to(ctx.w_dtype), None, None, None
+
+
+def fp8_head_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor,
+                           norm_gains: bool = False) -> torch.Tensor:
+    """F.cross_entropy(x @ w.T, targets, ignore_index=-1) with the head's matmuls in FP8 (x: the final
+    RMSNorm's output, [..., K]; targets [...]). Same scales as fp8_head_linear."""
+    x2 = x.reshape(-1, x.size(-1))
+    scale = rmsnorm_output_scale(x.size(-1), norm_gains)
+    return _FP8HeadCrossEntropy.apply(x2, w, targets.reshape(-1), scale, _out_dtype(x))

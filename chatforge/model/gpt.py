@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from chatforge.model.fp8 import MODES as FP8_MODES
-from chatforge.model.fp8 import (E4M3_MAX, fp8_forward_linear, fp8_head_linear, fp8_linear, matmul_output_bound,
-                                 rmsnorm_output_scale)
+from chatforge.model.fp8 import (E4M3_MAX, fp8_forward_linear, fp8_head_cross_entropy, fp8_head_linear, fp8_linear,
+                                 matmul_output_bound, rmsnorm_output_scale)
 
 
 @dataclass
@@ -273,6 +273,7 @@ class GPT(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.fp8 = "off"  # training matmuls in FP8: off | head | forward | all (set_fp8, model/fp8.py)
         self.low_precision_residual = True  # under autocast the residual stream is bf16 (forward())
+        self.fused_head_loss = True  # with FP8: head + cross-entropy as one function (fp8_head_cross_entropy)
         self._rope_len = 0
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -350,6 +351,8 @@ class GPT(nn.Module):
         x = self.model.norm(x)
         if targets is None:
             return self.lm_head(x)
+        if self.fp8 != "off" and self.training and self.fused_head_loss:
+            return fp8_head_cross_entropy(x, self.lm_head.weight, targets, self.config.norm_gains)
         if self.fp8 != "off" and self.training:
             logits = fp8_head_linear(x, self.lm_head.weight, self.config.norm_gains)
         else:

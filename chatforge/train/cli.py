@@ -36,7 +36,7 @@ def _train(args):
     if args.tokens and args.steps:
         raise ChatforgeError("give --tokens or --steps, not both")
     cfg = TrainConfig(
-        data=args.data, out=args.out, tokenizer=args.tokenizer, preset=args.preset, model_overrides=overrides,
+        data=args.data, val_data=args.val_data, out=args.out, tokenizer=args.tokenizer, preset=args.preset, model_overrides=overrides,
         seq_len=args.seq_len, batch_tokens=args.batch_tokens, device_batch=args.device_batch, steps=args.steps,
         tokens=args.tokens, tokens_per_param=args.tokens_per_param, schedule=args.schedule,
         warmup_steps=args.warmup_steps, warmdown=args.warmdown, matrix_lr=args.matrix_lr,
@@ -84,6 +84,8 @@ def register(sub):
                                    "K processes (DDP, or FSDP2 with --dist fsdp).")
     p.add_argument("--preset", default="d12", help="model size by depth: d2..d6 (CPU), d12, d20, d26 (default d12)")
     p.add_argument("--data", required=True, help="token shard directory (chatforge data tokenize)")
+    p.add_argument("--val-data", help="token shards to evaluate on instead of --data's val split (held-out text, e.g. "
+                   "WikiText-2 test tokenized with --val-fraction 0): their val split, else their train split")
     p.add_argument("--tokenizer", help="tokenizer directory; copied into the run (needed by sample/chat)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--tokens", type=_int, help="token budget (default: 20 tokens per non-embedding parameter)")

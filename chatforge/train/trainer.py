@@ -37,6 +37,7 @@ class TrainConfig:
     data: str                        # token shard directory (chatforge data tokenize)
     out: str                         # run directory
     tokenizer: str | None = None     # tokenizer dir: copied into the run; enables bpb and samples
+    val_data: str | None = None      # evaluate on these shards (val split, else train) instead of data's val split
     preset: str = "d12"
     model_overrides: dict = field(default_factory=dict)  # e.g. {"n_kv_head": 2}
     seq_len: int = 2048
@@ -180,6 +181,20 @@ def _load_tokenizer(path):
     return load_tokenizer(path)
 
 
+def _val_source(cfg: TrainConfig, vocab: int):
+    """(directory, split) to evaluate on, or (None, None): --val-data's val split, else its train
+    split (a held-out text tokenized whole); without --val-data, the training data's val split."""
+    if not cfg.val_data:
+        return (cfg.data, "val") if cfg.data and has_split(cfg.data, "val") else (None, None)
+    split = "val" if has_split(cfg.val_data, "val") else "train" if has_split(cfg.val_data, "train") else None
+    if split is None:
+        raise ChatforgeError(f"--val-data {cfg.val_data} holds no token shards; make them with `chatforge data tokenize`")
+    if TokenShards(cfg.val_data, split).vocab_size != vocab:
+        raise ChatforgeError(f"--val-data {cfg.val_data} was tokenized with another vocabulary than --data {cfg.data}; "
+                             "tokenize both with the same tokenizer")
+    return cfg.val_data, split
+
+
 def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     out = Path(cfg.out)
     say = print if (info.is_main and not cfg.quiet) else (lambda *a, **k: None)
@@ -238,9 +253,10 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     eval_tokens = cfg.eval_tokens or (2**20 if info.device.type == "cuda" else 16 * cfg.seq_len)
     eval_batch = device_batch
     eval_steps = max(1, eval_tokens // (eval_batch * cfg.seq_len * info.world_size))
-    has_val = bool(cfg.data) and has_split(cfg.data, "val")
+    val_dir, val_split = _val_source(cfg, vocab)
+    has_val = val_split is not None
     if has_val:  # a small val split (a small offline corpus) gets a smaller eval batch, not an error
-        val_windows = (len(TokenShards(cfg.data, "val")) - 1) // cfg.seq_len
+        val_windows = (len(TokenShards(val_dir, val_split)) - 1) // cfg.seq_len
         eval_batch = min(eval_batch, val_windows // info.world_size)
     sample_every = cfg.sample_every or cfg.eval_every
     fpt = model.flops_per_token(cfg.seq_len)
@@ -257,7 +273,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         if eval_batch < 1:
             say(f"skipping eval: the val split has fewer than {info.world_size} windows of {cfg.seq_len} tokens")
             return
-        vl = ShardLoader(cfg.data, "val", eval_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
+        vl = ShardLoader(val_dir, val_split, eval_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order="sequential", device=info.device)
         steps_here = min(eval_steps, vl.n_windows // (eval_batch * info.world_size))
         res = evaluate_loss(trainer.model, vl, max(1, steps_here), token_bytes, trainer.autocast)

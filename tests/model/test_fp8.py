@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from chatforge.model import GPT, GPTConfig
-from chatforge.model.fp8 import fp8_head_linear, fp8_linear, fp8_supported
+from chatforge.model.fp8 import fp8_head_cross_entropy, fp8_head_linear, fp8_linear, fp8_supported
 
 
 def _cpu_scaled_mm_works() -> bool:
@@ -58,6 +58,28 @@ def test_gpt_fp8_head_only_in_training_loss():
     assert torch.equal(model(idx), logits)          # ... logits for sampling do not
     model.eval()  # evaluation (val loss, bpb) runs in full precision
     assert model(idx, idx).item() == pytest.approx(ref, abs=1e-6)
+
+
+@needs_fp8_mm
+def test_fused_fp8_head_loss_matches_head_then_cross_entropy():
+    """fp8_head_cross_entropy = F.cross_entropy(fp8_head_linear(x, w)): same loss, same gradients
+    (the same FP8 scales; only where the gradient is cast differs), ignored targets included."""
+    torch.manual_seed(0)
+    M, K, N = 384, 64, 1000
+    x = F.rms_norm(torch.randn(3, M // 3, K), (K,)).requires_grad_()
+    w = (torch.randn(N, K) * 0.02).requires_grad_()
+    t = torch.randint(0, N, (3, M // 3))
+    t[0, :9] = -1
+    loss = fp8_head_cross_entropy(x, w, t)
+    (0.5 * loss).backward()
+    gx, gw = x.grad, w.grad
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ref = F.cross_entropy(fp8_head_linear(x2, w2).float().view(M, N), t.view(-1), ignore_index=-1)
+    (0.5 * ref).backward()
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-5)
+    assert gx.shape == x.shape and gw.dtype == w.dtype
+    assert rel(gx, x2.grad) < 1e-2 and rel(gw, w2.grad) < 1e-2  # one e5m2 step apart in a few places
+    assert gx[0, :9].abs().max() == 0  # ignored rows get no gradient
 
 
 def test_fp8_needs_a_gpu_with_fp8_tensor_cores():
