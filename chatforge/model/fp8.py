@@ -147,12 +147,12 @@ def matmul_output_bound(w: torch.Tensor, width: int) -> torch.Tensor:
     return width ** 0.5 * w.detach().float().norm(dim=1)
 
 
+HEAD_GRAD_SCALE_PER_ROW = 1.0 / 1024  # the head's static gradient scale, per row (module docstring)
+
+
 def fp8_head_linear(x: torch.Tensor, w: torch.Tensor, norm_gains: bool = False) -> torch.Tensor:
     """The output head: x is the final RMSNorm's output; the gradient scale is static (docstring)."""
     return fp8_linear(x, w, x_scale=rmsnorm_output_scale(x.size(-1), norm_gains), grad_scale_per_row=HEAD_GRAD_SCALE_PER_ROW)
-
-
-HEAD_GRAD_SCALE_PER_ROW = 1.0 / 1024
 
 
 class _FP8HeadCrossEntropy(torch.autograd.Function):

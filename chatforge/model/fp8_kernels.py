@@ -2,9 +2,10 @@
 
 `_scaled_mm` on Hopper takes only row-major x column-major operands, so the weight-gradient matmul
 wants the gradient transposed: a second copy of a tensor that is often the size of the logits
-(65,536 x 32,768 at d12). Written by inductor, that copy is a strided store (one byte per token,
-32 KB apart). These kernels produce both layouts from registers, one tile at a time, so each copy
-is a coalesced store and the gradient is never written in bf16.
+(65,536 x 32,768 at d12). Written by inductor from the row-major gradient, that copy's stores are
+strided (consecutive bytes of a row land a column apart). These kernels write both layouts from
+registers, one tile at a time, so both stores are coalesced and the gradient is never written in
+bf16 (H100 numbers: docs/benchmarks.md).
 
 - `ce_grad_fp8`: the gradient of the mean cross-entropy with respect to the logits, computed from
   the saved logits and log-sum-exp and written straight to float8_e5m2, row-major and transposed.

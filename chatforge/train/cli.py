@@ -36,7 +36,8 @@ def _train(args):
     if args.tokens and args.steps:
         raise ChatforgeError("give --tokens or --steps, not both")
     cfg = TrainConfig(
-        data=args.data, val_data=args.val_data, out=args.out, tokenizer=args.tokenizer, preset=args.preset, model_overrides=overrides,
+        data=args.data, val_data=args.val_data, out=args.out, tokenizer=args.tokenizer, preset=args.preset,
+        model_overrides=overrides,
         seq_len=args.seq_len, batch_tokens=args.batch_tokens, device_batch=args.device_batch, steps=args.steps,
         tokens=args.tokens, tokens_per_param=args.tokens_per_param, schedule=args.schedule,
         warmup_steps=args.warmup_steps, warmdown=args.warmdown, matrix_lr=args.matrix_lr,
