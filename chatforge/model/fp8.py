@@ -74,15 +74,31 @@ def _out_dtype(x):
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
+def _fp8_matmul(x, w, x_scale, out_dtype):
+    """The forward matmul x @ w.T in FP8 (x_scale None = measured); returns the output and what
+    the backward needs: (y, x_f8, w_f8, x_s, w_s)."""
+    x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
+    w_s = _amax_scale(w, E4M3_MAX)
+    x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
+    return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype), x_f8, w_f8, x_s, w_s
+
+
+def _fp8_grad_matmuls(g_f8, g_f8_t, g_s, x_f8, x_s, w_f8, w_s, grad_x_dtype, w_dtype):
+    """The two backward matmuls from the e5m2 gradient (g_f8 [M, N]) and its transpose (g_f8_t [N, M],
+    contiguous): grad_x = g @ w, grad_w = g.T @ x, in the layouts _scaled_mm takes."""
+    grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=grad_x_dtype)
+    grad_w = torch._scaled_mm(x_f8.t().contiguous(), g_f8_t.t(), scale_a=x_s, scale_b=g_s,
+                              out_dtype=torch.float32).t()
+    return grad_x, grad_w.to(w_dtype)
+
+
 class _FP8Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, x_scale, grad_scale_per_row, out_dtype):
-        x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
-        w_s = _amax_scale(w, E4M3_MAX)
-        x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
+        y, x_f8, w_f8, x_s, w_s = _fp8_matmul(x, w, x_scale, out_dtype)
         ctx.save_for_backward(x_f8, w_f8, x_s, w_s)
         ctx.w_dtype, ctx.grad_scale_per_row = w.dtype, grad_scale_per_row
-        return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -92,10 +108,9 @@ class _FP8Linear(torch.autograd.Function):
         else:
             g_s = _const_scale(ctx.grad_scale_per_row / grad.size(0), grad)
         g_f8 = _to_fp8(grad, g_s, E5M2, E5M2_MAX)
-        grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=torch.bfloat16)
-        grad_w = torch._scaled_mm(x_f8.t().contiguous(), _col_major(g_f8), scale_a=x_s, scale_b=g_s,
-                                  out_dtype=torch.float32).t()
-        return grad_x, grad_w.to(ctx.w_dtype), None, None, None
+        grad_x, grad_w = _fp8_grad_matmuls(g_f8, g_f8.t().contiguous(), g_s, x_f8, x_s, w_f8, w_s,
+                                           torch.bfloat16, ctx.w_dtype)
+        return grad_x, grad_w, None, None, None
 
 
 class _FP8ForwardLinear(torch.autograd.Function):
@@ -104,10 +119,8 @@ class _FP8ForwardLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, x_scale, out_dtype):
-        x_s, w_s = _const_scale(x_scale, x), _amax_scale(w, E4M3_MAX)
         ctx.save_for_backward(x.to(out_dtype), w)  # what autocast's F.linear would save
-        x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
-        return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
+        return _fp8_matmul(x, w, x_scale, out_dtype)[0]
 
     @staticmethod
     def backward(ctx, grad):
@@ -162,10 +175,7 @@ class _FP8HeadCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, targets, x_scale, out_dtype):
-        x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
-        w_s = _amax_scale(w, E4M3_MAX)
-        x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
-        logits = torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype)
+        logits, x_f8, w_f8, x_s, w_s = _fp8_matmul(x, w, x_scale, out_dtype)
         lse = torch.logsumexp(logits.float(), dim=-1)
         valid = targets >= 0
         target_logit = logits.gather(1, targets.clamp_min(0)[:, None]).squeeze(1).float()
@@ -182,10 +192,8 @@ class _FP8HeadCrossEntropy(torch.autograd.Function):
         g_s = _const_scale(HEAD_GRAD_SCALE_PER_ROW / rows, logits)
         coef = (dloss.float() / count / g_s).reshape(1)  # d(loss)/d(logit) = dloss * (p - onehot) / count
         g_f8, g_f8_t = ce_grad_fp8(logits, lse, targets, coef)
-        grad_x = torch._scaled_mm(g_f8, _col_major(w_f8), scale_a=g_s, scale_b=w_s, out_dtype=logits.dtype)
-        grad_w = torch._scaled_mm(x_f8.t().contiguous(), g_f8_t.t(), scale_a=x_s, scale_b=g_s,
-                                  out_dtype=torch.float32).t()
-        return grad_x, grad_w.to(ctx.w_dtype), None, None, None
+        grad_x, grad_w = _fp8_grad_matmuls(g_f8, g_f8_t, g_s, x_f8, x_s, w_f8, w_s, logits.dtype, ctx.w_dtype)
+        return grad_x, grad_w, None, None, None
 
 
 def fp8_head_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor,

@@ -351,9 +351,9 @@ class GPT(nn.Module):
         x = self.model.norm(x)
         if targets is None:
             return self.lm_head(x)
-        if self.fp8 != "off" and self.training and self.fused_head_loss:
-            return fp8_head_cross_entropy(x, self.lm_head.weight, targets, self.config.norm_gains)
         if self.fp8 != "off" and self.training:
+            if self.fused_head_loss:
+                return fp8_head_cross_entropy(x, self.lm_head.weight, targets, self.config.norm_gains)
             logits = fp8_head_linear(x, self.lm_head.weight, self.config.norm_gains)
         else:
             logits = self.lm_head(x)
