@@ -9,7 +9,8 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
 - ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm with fixed
   gains, SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16
   autocast, cuDNN attention. ours-fp8head / ours-fp8forward / ours-fp8: the same with
-  `--fp8 head|forward|all` (chatforge/model/fp8.py). ours-res32: ours with the residual stream in
+  `--fp8 head|forward|all` (chatforge/model/fp8.py); ours-fp8forward-exactaccum without the fast
+  FP8 accumulation of the forward matmuls. ours-res32: ours with the residual stream in
   fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
@@ -100,7 +101,10 @@ def baseline_step_fn(cfg: GPTConfig, device):
 DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs)
 
 
-def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True):
+def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
+                 fast_accum=True):
+    import chatforge.model.fp8 as fp8_module
+    fp8_module.FAST_ACCUM_FORWARD = fast_accum  # each variant runs in its own process (run_isolated)
     info = DIST["info"] or DistInfo(device=torch.device(device))
     with torch.device(info.device):
         model = GPT(cfg)
@@ -126,6 +130,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8head": (lambda c, d: ours_step_fn(c, d, fp8="head"), "default"),
     "ours-fp8": (lambda c, d: ours_step_fn(c, d, fp8="all"), "default"),
     "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
+    "ours-fp8forward-exactaccum": (lambda c, d: ours_step_fn(c, d, fp8="forward", fast_accum=False), "default"),
     "ours-fp8forward-unfusedhead": (lambda c, d: ours_step_fn(c, d, fp8="forward", fused_head=False), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
@@ -165,6 +170,8 @@ def measure(variant, preset, args, device):
                 torch.cuda.synchronize()
             table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.profile, max_name_column_width=70)
             print(f"--- profile {preset} {variant} (one step)\n{table}", file=sys.stderr, flush=True)
+        if args.trace:
+            trace_step(step, loader, accum, os.path.join(args.trace, f"trace-{preset}-{variant}.json"))
     dt = sorted(times)[len(times) // 2]
     tokens = args.batch * args.seq_len
     with torch.device("meta"):
@@ -175,6 +182,31 @@ def measure(variant, preset, args, device):
     return dict(preset=preset, variant=variant, micro_batch=micro, accum=accum, step_ms=dt * 1e3, tok_s=tok_s,
                 mfu=tok_s * fpt / peak, loss=float(loss.detach()), compile_s=compile_s,
                 mem_gb=torch.cuda.max_memory_allocated() / 1e9, spread=(max(times) - min(times)) / dt)
+
+
+def trace_step(step, loader, accum, path):
+    """One step under the profiler (host ops and kernels) -> PATH.gz, and the idle-gap report
+    (benchmarks/trace_gaps.py) on stderr. Profiling host ops slows the host, so CPU-side gaps
+    read somewhat larger than without it."""
+    import gzip
+    import shutil
+
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from trace_gaps import gaps, report
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step(loader, accum)
+        torch.cuda.synchronize()
+    prof.export_chrome_trace(path)
+    with open(path, "rb") as src, gzip.open(path + ".gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(path)
+    with open(path + ".gz", "rb") as f:
+        trace = json.loads(gzip.decompress(f.read()))
+    print(f"--- idle gaps {os.path.basename(path)}\n{report(gaps(trace))}", file=sys.stderr, flush=True)
 
 
 def scaling(args):
@@ -223,6 +255,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cdt", action="store_true", help="inductor coordinate-descent tuning")
     ap.add_argument("--profile", type=int, default=0, help="print the top N CUDA kernels of one step")
+    ap.add_argument("--trace", help="write a profiler trace of one step per variant into this folder and "
+                    "print where the GPU idles (benchmarks/trace_gaps.py)")
     ap.add_argument("--dist", choices=["ddp", "fsdp"], help="under torchrun: scaling run of ours only, "
                     "--batch sequences per GPU (weak scaling); rank 0 prints global tok/s")
     ap.add_argument("--one", help=argparse.SUPPRESS)

@@ -40,6 +40,10 @@ from chatforge.model.fp8_kernels import ce_grad_fp8
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
 MODES = ("off", "head", "forward", "all")
+# Forward matmuls accumulate with Hopper's fast FP8 accumulation (no periodic promotion to fp32):
+# their K is the width (768-1280 here), short enough for it, as in torchao's float8 recipe; the
+# gradient matmuls, whose weight-gradient K is every token of the batch, keep the exact mode.
+FAST_ACCUM_FORWARD = True
 
 
 def fp8_supported(device) -> bool:
@@ -80,7 +84,8 @@ def _fp8_matmul(x, w, x_scale, out_dtype):
     x_s = _amax_scale(x, E4M3_MAX) if x_scale is None else _const_scale(x_scale, x)
     w_s = _amax_scale(w, E4M3_MAX)
     x_f8, w_f8 = _to_fp8(x, x_s, E4M3, E4M3_MAX), _to_fp8(w, w_s, E4M3, E4M3_MAX)
-    return torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype), x_f8, w_f8, x_s, w_s
+    y = torch._scaled_mm(x_f8, w_f8.t(), scale_a=x_s, scale_b=w_s, out_dtype=out_dtype, use_fast_accum=FAST_ACCUM_FORWARD)
+    return y, x_f8, w_f8, x_s, w_s
 
 
 def _fp8_grad_matmuls(g_f8, g_f8_t, g_s, x_f8, x_s, w_f8, w_s, grad_x_dtype, w_dtype):
