@@ -6,7 +6,8 @@ precision), through `torch._scaled_mm` with one scale per tensor (value = fp8 * 
 come back in the autocast dtype (bf16) and weight gradients in the weight's dtype, so the optimizer,
 checkpoints and evaluation never see FP8.
 
-What `chatforge train --fp8 MODE` puts in FP8 (GPT.set_fp8); which pays depends on the width,
+What `chatforge train --fp8 MODE` puts in FP8 (GPT.set_fp8; `auto` picks forward or all by width,
+`resolve_mode`); which pays depends on the width,
 because the scale and cast passes cost tokens x width while the matmuls save tokens x width^2
 (H100 numbers in docs/benchmarks.md):
 - head: the output head, forward and backward (as modded-nanogpt does).
@@ -40,6 +41,7 @@ from chatforge.model.fp8_kernels import ce_grad_fp8
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
 MODES = ("off", "head", "forward", "all")
+AUTO_ALL_FROM_WIDTH = 1024  # `auto`: `all` from this width up, `forward` below (H100: d12 and d20, docs/benchmarks.md)
 # Forward matmuls accumulate with Hopper's fast FP8 accumulation (no periodic promotion to fp32):
 # their K is the width (768-1280 here), short enough for it, as in torchao's float8 recipe; the
 # gradient matmuls, whose weight-gradient K is every token of the batch, keep the exact mode.
@@ -50,6 +52,18 @@ def fp8_supported(device) -> bool:
     """FP8 tensor cores: compute capability 8.9 (Ada) or 9.0+ (Hopper)."""
     device = torch.device(device)
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def resolve_mode(mode: str, width: int, device) -> str:
+    """The FP8 mode to train with: `auto` is the faster of `forward` and `all` for this width (H100
+    measurements) where FP8 tensor cores exist, else off; any mode is off on other devices."""
+    if mode not in MODES + ("auto",):
+        raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(MODES + ('auto',))}")
+    if not fp8_supported(device):
+        return "off"
+    if mode == "auto":
+        return "all" if width >= AUTO_ALL_FROM_WIDTH else "forward"
+    return mode
 
 
 def _amax_scale(t, limit):

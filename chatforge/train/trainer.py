@@ -21,7 +21,7 @@ import torch
 
 from chatforge.common import ChatforgeError
 from chatforge.data.shards import TokenShards
-from chatforge.model.fp8 import fp8_supported
+from chatforge.model.fp8 import resolve_mode as resolve_fp8_mode
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.train import distributed as D
 from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
@@ -67,7 +67,7 @@ class TrainConfig:
     compile: bool | None = None      # default: on for CUDA, off for CPU
     device: str | None = None
     dist_mode: str = "ddp"           # ddp | fsdp (FSDP2 fully_shard)
-    fp8: str = "off"                 # training matmuls in FP8: off | head | forward | all (Hopper/Ada GPUs; model/fp8.py)
+    fp8: str = "off"                 # training matmuls in FP8: off | head | forward | all | auto (Hopper/Ada GPUs; model/fp8.py)
     resume: bool = False
     stop_after: int | None = None    # stop (with a checkpoint) after this step: time-limited jobs, tests
     tensorboard: bool = False
@@ -121,9 +121,8 @@ class Trainer:
     def __init__(self, model: GPT, info: D.DistInfo, *, dist_mode="ddp", compile=None, grad_clip=1.0,
                  optim_kwargs: dict | None = None, attention: str = "cudnn", fp8: str = "off"):
         self.info, self.raw, self.grad_clip = info, model, grad_clip
-        model.set_fp8(fp8)  # checks the mode ...
-        if not fp8_supported(info.device):
-            model.set_fp8("off")  # ... but only GPUs with FP8 tensor cores run it
+        # only GPUs with FP8 tensor cores run it; `auto` picks the mode by width
+        model.set_fp8(resolve_fp8_mode(fp8, model.config.n_embd, info.device))
         self.attention = attention_backends(attention) if info.device.type == "cuda" else contextlib.nullcontext
         self.dist_mode = dist_mode
         self.model = D.wrap(model, info, dist_mode)
@@ -265,7 +264,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         f"{total_steps} steps x {batch_tokens:,} tokens = {total_steps * batch_tokens / 1e6:.1f}M tokens | "
         f"device batch {device_batch} x {cfg.seq_len}, grad accum {grad_accum}, world {info.world_size} "
         f"({cfg.dist_mode if info.is_distributed else 'single'}), compile {trainer.compile}"
-        + (f", fp8 {model.fp8}" if cfg.fp8 != "off" else ""))
+        + (f", fp8 {model.fp8}" + (" (auto)" if cfg.fp8 == "auto" else "") if cfg.fp8 != "off" else ""))
 
     def run_eval(at_step):
         if not has_val:

@@ -221,3 +221,15 @@ def test_trainer_checks_the_fp8_mode_and_runs_it_only_on_fp8_gpus():
         Trainer(model, DistInfo(), compile=False, fp8="blocks")
     Trainer(model, DistInfo(), compile=False, fp8="all")
     assert model.fp8 == "off" and model.model.layers[0].mlp.fp8 == "off"  # a CPU has no FP8 tensor cores
+
+
+def test_fp8_auto_mode_picks_by_width_and_is_off_without_fp8_tensor_cores(monkeypatch):
+    import chatforge.model.fp8 as F8
+    assert [F8.resolve_mode(m, 768, "cpu") for m in ("auto", "forward", "all", "off")] == ["off"] * 4
+    monkeypatch.setattr(F8, "fp8_supported", lambda device: True)
+    assert F8.resolve_mode("auto", 768, "cuda") == "forward"    # d12: forward measured fastest
+    assert F8.resolve_mode("auto", 1280, "cuda") == "all"       # d20: all measured fastest
+    assert F8.resolve_mode("auto", 1024, "cuda") == "all"
+    assert F8.resolve_mode("head", 1280, "cuda") == "head"
+    with pytest.raises(ValueError, match="unknown fp8 mode"):
+        F8.resolve_mode("fast", 768, "cuda")
