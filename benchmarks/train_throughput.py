@@ -8,13 +8,15 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   165k (d20) for such a baseline on an H100 (torch 2.11).
 - ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm with fixed
   gains, SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16
-  autocast, cuDNN attention. ours-fp8head / ours-fp8forward / ours-fp8: the same with
+  autocast, cuDNN attention, no FP8 (`--fp8 off`). `chatforge train`'s default on an H100,
+  `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20). ours-fp8head / ours-fp8forward / ours-fp8: the same with
   `--fp8 head|forward|all` (chatforge/model/fp8.py); ours-fp8forward-exactaccum without the fast
   FP8 accumulation of the forward matmuls. ours-res32: ours with the residual stream in
   fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
-Prints one table; --json writes the rows.
+Prints one table; --json writes the rows; --trace DIR also writes a profiler trace of one step per
+variant and reports where the GPU idles (benchmarks/trace_gaps.py).
 
 Multi-GPU scaling (issue 8; NCCL_NVLS_ENABLE=0 on shared hosts):
     torchrun --nproc_per_node=K benchmarks/train_throughput.py --dist ddp|fsdp --presets d20

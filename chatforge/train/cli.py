@@ -116,10 +116,10 @@ def register(sub):
                    help="torch.compile the model (default: on for CUDA, off for CPU)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--dist", choices=["ddp", "fsdp"], default="ddp", help="under torchrun: DDP or FSDP2 sharding")
-    p.add_argument("--fp8", choices=["off", "head", "forward", "all", "auto"], default="off",
-                   help="training matmuls in FP8 on Hopper/Ada GPUs: the output head; the head and every "
-                        "forward matmul (best at d12); all of them (best at d20); or auto (forward below "
-                        "width 1024, all from it). Ignored elsewhere; model/fp8.py")
+    p.add_argument("--fp8", choices=["auto", "off", "head", "forward", "all"], default="auto",
+                   help="training matmuls in FP8 on Hopper/Ada GPUs: auto (default: forward below width 1024, "
+                        "all from it); off (bf16); the output head; the head and every forward matmul; or all "
+                        "of them. CPUs and other GPUs train without FP8 whatever this says; model/fp8.py")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")

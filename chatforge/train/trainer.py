@@ -67,7 +67,7 @@ class TrainConfig:
     compile: bool | None = None      # default: on for CUDA, off for CPU
     device: str | None = None
     dist_mode: str = "ddp"           # ddp | fsdp (FSDP2 fully_shard)
-    fp8: str = "off"                 # training matmuls in FP8: off | head | forward | all | auto (Hopper/Ada GPUs; model/fp8.py)
+    fp8: str = "auto"                # training matmuls in FP8: auto | off | head | forward | all (Hopper/Ada GPUs only; model/fp8.py)
     resume: bool = False
     stop_after: int | None = None    # stop (with a checkpoint) after this step: time-limited jobs, tests
     tensorboard: bool = False
@@ -264,7 +264,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         f"{total_steps} steps x {batch_tokens:,} tokens = {total_steps * batch_tokens / 1e6:.1f}M tokens | "
         f"device batch {device_batch} x {cfg.seq_len}, grad accum {grad_accum}, world {info.world_size} "
         f"({cfg.dist_mode if info.is_distributed else 'single'}), compile {trainer.compile}"
-        + (f", fp8 {model.fp8}" + (" (auto)" if cfg.fp8 == "auto" else "") if cfg.fp8 != "off" else ""))
+        + ((f", fp8 {model.fp8}" + (" (auto)" if cfg.fp8 == "auto" else "")) if model.fp8 != "off" else ""))
 
     def run_eval(at_step):
         if not has_val:

@@ -113,3 +113,21 @@ def test_val_data_evaluates_on_held_out_shards(tiny_shards, tiny_tokenizer, shar
     bad = _train_only_shards(tiny_tokenizer, wiki, tmp_path / "bad", vocab_size=1024)
     with pytest.raises(ChatforgeError, match="another vocabulary"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r"), **TINY, steps=1, val_data=str(bad)))
+
+
+def test_fp8_auto_is_the_default_and_resolves_per_device(monkeypatch):
+    """`chatforge train` defaults to --fp8 auto: FP8 where FP8 tensor cores exist (forward at d12
+    widths), plain precision on CPUs."""
+    import chatforge.model.fp8 as F8
+    from chatforge.model.gpt import GPT, GPTConfig
+    from chatforge.train.distributed import DistInfo
+    from chatforge.train.trainer import Trainer
+
+    assert TrainConfig(data="shards", out="run").fp8 == "auto"
+    info = DistInfo(device=torch.device("cpu"))
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=16))
+    Trainer(model, info, compile=False, fp8="auto")
+    assert model.fp8 == "off"
+    monkeypatch.setattr(F8, "fp8_supported", lambda device: True)  # as on an H100
+    Trainer(model, info, compile=False, fp8="auto")
+    assert model.fp8 == "forward" and model.model.layers[0].mlp.fp8 == "forward"
