@@ -27,21 +27,10 @@ def load_trace(path):
         return json.load(f)
 
 
-def _innermost(ops, t):
-    """The shortest host op (cpu_op / user annotation) whose span contains time t."""
-    best = None
-    for ts, end, name in ops:
-        if ts <= t <= end and (best is None or end - ts < best[1] - best[0]):
-            best = (ts, end, name)
-    return best[2] if best else "-"
-
-
-def _outermost(ops, t):
-    best = None
-    for ts, end, name in ops:
-        if ts <= t <= end and (best is None or end - ts > best[1] - best[0]):
-            best = (ts, end, name)
-    return best[2] if best else "-"
+def _enclosing(ops, t):
+    """(innermost, outermost) host op (cpu_op / user annotation) whose span contains time t."""
+    around = sorted((end - ts, name) for ts, end, name in ops if ts <= t <= end)
+    return (around[0][1], around[-1][1]) if around else ("-", "-")
 
 
 def gaps(trace: dict, min_gap_us: float = 2.0):
@@ -64,7 +53,7 @@ def gaps(trace: dict, min_gap_us: float = 2.0):
             launched = launches.get(e.get("args", {}).get("correlation"))
             cause = "cpu" if launched is not None and launched > end else "gpu"
             where = launched if launched is not None else start
-            gap_list.append((start - end, cause, e["name"], _innermost(ops, where), _outermost(ops, where)))
+            gap_list.append((start - end, cause, e["name"], *_enclosing(ops, where)))
         busy += max(0.0, e["ts"] + e["dur"] - max(start, end))  # overlapping kernels count once
         end = max(end, e["ts"] + e["dur"])
     span = end - gpu[0]["ts"]

@@ -8,10 +8,11 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   165k (d20) for such a baseline on an H100 (torch 2.11).
 - ours: chatforge.train.trainer.Trainer.step with the full recipe (Llama GPT: RMSNorm with fixed
   gains, SwiGLU, RoPE; Muon for matrices + fused AdamW; grad clipping), torch.compile, bf16
-  autocast, cuDNN attention, no FP8 (`--fp8 off`). `chatforge train`'s default on an H100,
-  `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20). ours-fp8head / ours-fp8forward / ours-fp8: the same with
-  `--fp8 head|forward|all` (chatforge/model/fp8.py); ours-fp8forward-exactaccum without the fast
-  FP8 accumulation of the forward matmuls. ours-res32: ours with the residual stream in
+  autocast, cuDNN attention, no FP8 (`--fp8 off`). ours-fp8head / ours-fp8forward / ours-fp8:
+  the same with `--fp8 head|forward|all` (chatforge/model/fp8.py); `chatforge train`'s default on
+  an H100, `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20).
+  ours-fp8forward-exactaccum: without the fast FP8 accumulation of the forward matmuls.
+  ours-res32: ours with the residual stream in
   fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
 MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
@@ -203,11 +204,11 @@ def trace_step(step, loader, accum, path):
         step(loader, accum)
         torch.cuda.synchronize()
     prof.export_chrome_trace(path)
+    with open(path) as f:
+        trace = json.load(f)
     with open(path, "rb") as src, gzip.open(path + ".gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.remove(path)
-    with open(path + ".gz", "rb") as f:
-        trace = json.loads(gzip.decompress(f.read()))
     print(f"--- idle gaps {os.path.basename(path)}\n{report(gaps(trace))}", file=sys.stderr, flush=True)
 
 

@@ -32,7 +32,7 @@ def main():
     for ax, key in zip(axes[0], keys):
         for spec in args.runs:
             label, _, path = spec.partition("=")
-            pts = sorted((r["step"], r[key]) for r in read_log(Path(path)) 
+            pts = sorted((r["step"], r[key]) for r in read_log(Path(path))
                          if key in r and r.get("step", -1) >= args.from_step)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="o" if len(pts) < 30 else None,
                     markersize=3)
