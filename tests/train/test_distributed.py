@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from chatforge.train.trainer import TrainConfig, train
 
@@ -57,3 +58,68 @@ def test_fsdp2_matches_single_process(tiny_shards, tmp_path):
     torchrun(tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--stop-after", "2")
     torchrun(tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--resume")
     assert sorted(losses(fsdp)) == [1, 2, 3, 4] and close(losses(single), losses(fsdp))
+
+
+FP8_SCRIPT = r"""
+import sys
+import torch
+from chatforge.model.gpt import GPT, GPTConfig
+from chatforge.train import distributed as D
+from chatforge.train.trainer import Trainer
+
+calls = []
+scaled_mm = torch._scaled_mm
+torch._scaled_mm = lambda *a, **k: calls.append(1) or scaled_mm(*a, **k)  # count the FP8 matmuls
+
+info = D.setup("cpu")
+torch.manual_seed(0)
+model = GPT(GPTConfig.from_preset("d2", vocab_size=256, seq_len=32))
+tr = Trainer(model, info, dist_mode=sys.argv[1], compile=False, fp8="off")
+model.set_fp8("all")  # CPUs have no FP8 tensor cores, so force it: CPU _scaled_mm runs the same code
+data = torch.randint(0, 256, (8, 33), generator=torch.Generator().manual_seed(1))  # one batch of 8 rows, 4 times
+
+
+class Rows:  # this rank's share of the step's 8 rows
+    def __init__(self, step):
+        rows = data.chunk(info.world_size)[info.rank]
+        self.batch = (rows[:, :-1], rows[:, 1:])
+
+    def next_batch(self):
+        return self.batch
+
+
+out = []
+for step in range(4):
+    loss, _ = tr.step(Rows(step), 1)
+    out.append(float(D.all_reduce_mean(loss.detach())))
+if info.is_main:
+    print("FP8_MATMULS", len(calls))
+    print("LOSSES", *out)
+D.teardown()
+"""
+
+
+def _fp8_losses(tmp_path, mode, nproc):
+    script = tmp_path / "fp8_dist.py"
+    script.write_text(FP8_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(script), mode] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), str(script), mode]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    fp8_matmuls = next(int(ln.split()[1]) for ln in r.stdout.splitlines() if ln.startswith("FP8_MATMULS"))
+    assert fp8_matmuls == 4 * 9 * 3  # 4 steps x (2 layers x 4 matmuls + head) x (forward + 2 backward)
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("LOSSES"))
+    return [float(v) for v in line.split()[1:]]
+
+
+@pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_fp8_all_trains_under_ddp_and_fsdp2_like_one_process(tmp_path, mode):
+    """FP8 is the default on H100s, also under torchrun: its autograd functions must work on DDP's
+    replicas and FSDP2's gathered parameters. Each rank measures its own dynamic scales, so the
+    losses match one process closely, not bit for bit."""
+    single = _fp8_losses(tmp_path, mode, 1)
+    dist = _fp8_losses(tmp_path, mode, 2)
+    assert single[-1] < single[0]
+    assert dist == pytest.approx(single, rel=2e-3)
