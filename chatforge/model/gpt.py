@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from chatforge.model.fp8 import MODES as FP8_MODES
 from chatforge.model.fp8 import (E4M3_MAX, fp8_forward_linear, fp8_head_cross_entropy, fp8_head_linear, fp8_linear,
                                  matmul_output_bound, rmsnorm_output_scale)
+from chatforge.model.rope_kernels import rope_qkv
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
         self.fp8 = "off"  # training matmuls in FP8 (GPT.set_fp8)
         self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
+        self.rope_kernel = False  # experimental: RoPE's backward as one Triton kernel (model/rope_kernels.py)
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, T, _ = x.shape
@@ -181,14 +183,18 @@ class Attention(nn.Module):
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
             qkv = linear(x, w, fp8, self.fp8_x_scale)
             qkv = qkv.view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
-            q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
+            if self.rope_kernel:
+                q, k, v = rope_qkv(qkv, cos, sin, self.n_head, self.n_kv_head)
+            else:
+                q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         else:
             # decoding: three matmuls, so no step re-writes the weights
             q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
             k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
             v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim)
-        # RoPE in the [B, T, H, D] layout the matmul wrote (coalesced), then heads first for SDPA
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        # RoPE ran in the [B, T, H, D] layout the matmul wrote (coalesced); SDPA wants heads first
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         gqa = self.n_kv_head != self.n_head
         if kv_cache is None:
