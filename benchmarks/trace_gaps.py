@@ -72,7 +72,7 @@ def report(summary: dict, top: int = 12) -> str:
              f"(waiting for the CPU {by_cause['cpu'] / 1e3:.2f} ms, GPU-side {by_cause['gpu'] / 1e3:.2f} ms)"]
     lines.append("idle by outermost host op: " + ", ".join(
         f"{name} {us / 1e3:.2f} ms" for name, us in sorted(by_top.items(), key=lambda kv: -kv[1])[:6]))
-    lines.append(f"| gap µs | cause | next kernel | host op at launch |\n|---|---|---|---|")
+    lines.append("| gap µs | cause | next kernel | host op at launch |\n|---|---|---|---|")
     for us, cause, name, op, _ in sorted(g, key=lambda x: -x[0])[:top]:
         lines.append(f"| {us:.0f} | {cause} | {name[:60]} | {op[:50]} |")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """RoPE on the fused q/k/v matmul's output, with a hand-written backward (experimental, opt-in:
-`GPT.rope_kernel`; H100 numbers, once measured, in docs/benchmarks.md).
+`Attention.rope_kernel`; not yet measured on an H100: the `ours-auto-ropekernel` benchmark variant).
 
 `rope_qkv(qkv, cos, sin, n_head, n_kv_head)` splits qkv [B, T, H + 2*Hkv, D] into q and k with
 RoPE applied and a dense copy of v. Its forward is plain PyTorch (inductor fuses it into one pass).
