@@ -12,9 +12,10 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   the same with `--fp8 head|forward|all` (chatforge/model/fp8.py); `chatforge train`'s default on
   an H100, `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20).
   ours-fp8forward-exactaccum: without the fast FP8 accumulation of the forward matmuls.
-  ours-auto: `--fp8 auto`; ours-auto-ropekernel: plus RoPE's backward as one Triton kernel
-  (GPT attention's `rope_kernel`, model/rope_kernels.py); ours-auto-gqa: plus half as many
-  key/value heads (`--kv-heads`; a smaller model, so its MFU column overstates it).
+  ours-auto: `--fp8 auto`; ours-auto-ropekernel / -swiglukernel / -kernels: plus RoPE's and/or
+  SwiGLU's backward as one Triton kernel each (`Attention.rope_kernel`, `MLP.swiglu_kernel`;
+  model/rope_kernels.py, model/swiglu_kernels.py); ours-auto-gqa: plus half as many key/value
+  heads (`--kv-heads`; a smaller model, so its MFU column overstates it).
   ours-res32: ours with the residual stream in
   fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
@@ -108,14 +109,14 @@ DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs
 
 
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
-                 fast_accum=True, rope_kernel=False):
+                 fast_accum=True, rope_kernel=False, swiglu_kernel=False):
     import chatforge.model.fp8 as fp8_module
     fp8_module.FAST_ACCUM_FORWARD = fast_accum  # each variant runs in its own process (run_isolated)
     info = DIST["info"] or DistInfo(device=torch.device(device))
     with torch.device(info.device):
         model = GPT(cfg)
     for block in model.model.layers:
-        block.self_attn.rope_kernel = rope_kernel
+        block.self_attn.rope_kernel, block.mlp.swiglu_kernel = rope_kernel, swiglu_kernel
     model.low_precision_residual = not res32
     model.fused_head_loss = fused_head
     tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
@@ -142,6 +143,9 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8forward-unfusedhead": (lambda c, d: ours_step_fn(c, d, fp8="forward", fused_head=False), "default"),
     "ours-auto": (lambda c, d: ours_step_fn(c, d, fp8="auto"), "default"),  # `chatforge train`'s default
     "ours-auto-ropekernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", rope_kernel=True), "default"),
+    "ours-auto-swiglukernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", swiglu_kernel=True), "default"),
+    "ours-auto-kernels": (lambda c, d: ours_step_fn(c, d, fp8="auto", rope_kernel=True, swiglu_kernel=True),
+                          "default"),
     "ours-auto-gqa": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "n_kv_head": c.n_head // 2}), d,
                                                 fp8="auto"), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),

@@ -35,6 +35,7 @@ from chatforge.model.fp8 import MODES as FP8_MODES
 from chatforge.model.fp8 import (E4M3_MAX, fp8_forward_linear, fp8_head_cross_entropy, fp8_head_linear, fp8_linear,
                                  matmul_output_bound, rmsnorm_output_scale)
 from chatforge.model.rope_kernels import rope_qkv
+from chatforge.model.swiglu_kernels import swiglu
 
 
 @dataclass
@@ -226,20 +227,26 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
         self.fp8 = "off"  # training matmuls in FP8 (GPT.set_fp8)
         self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
+        self.swiglu_kernel = False  # experimental (FP8 path): SwiGLU's backward in one Triton kernel
 
     def forward(self, x):
         fp8 = self.fp8 if self.training else "off"
         if fp8 != "off":
             # FP8: gate and up as one matmul, so their shared input is cast once
             w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
-            gate, up = linear(x, w, fp8, self.fp8_x_scale).chunk(2, dim=-1)
+            gate_up = linear(x, w, fp8, self.fp8_x_scale)
+            if self.swiglu_kernel:
+                h = swiglu(gate_up)
+            else:
+                gate, up = gate_up.chunk(2, dim=-1)
+                h = F.silu(gate) * up
             h_scale = None
             if self.fp8_x_scale is not None:
                 # |silu(g) * u| <= |g| * |u|, each bounded by its weight row (matmul_output_bound)
                 width = x.size(-1)
                 bound = matmul_output_bound(self.gate_proj.weight, width) * matmul_output_bound(self.up_proj.weight, width)
                 h_scale = bound.max() / E4M3_MAX
-            return linear(F.silu(gate) * up, self.down_proj.weight, fp8, h_scale)
+            return linear(h, self.down_proj.weight, fp8, h_scale)
         # two matmuls: fusing gate+up into one was no faster on an H100 (benchmarks/train_throughput.py)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
