@@ -227,7 +227,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
         self.fp8 = "off"  # training matmuls in FP8 (GPT.set_fp8)
         self.fp8_x_scale = rmsnorm_output_scale(cfg.n_embd, cfg.norm_gains)  # x comes out of an RMSNorm
-        self.swiglu_kernel = False  # experimental (FP8 path): SwiGLU's backward in one Triton kernel
+        self.swiglu_kernel = False  # experimental (--fp8 forward): SwiGLU's backward in one Triton kernel
 
     def forward(self, x):
         fp8 = self.fp8 if self.training else "off"
@@ -235,7 +235,8 @@ class MLP(nn.Module):
             # FP8: gate and up as one matmul, so their shared input is cast once
             w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
             gate_up = linear(x, w, fp8, self.fp8_x_scale)
-            if self.swiglu_kernel:
+            if self.swiglu_kernel and fp8 == "forward":
+                # not with `all`: there inductor fuses the gradient's amax into its own SwiGLU backward
                 h = swiglu(gate_up)
             else:
                 gate, up = gate_up.chunk(2, dim=-1)

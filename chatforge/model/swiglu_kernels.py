@@ -1,5 +1,8 @@
 """SwiGLU on the fused gate/up matmul's output, with a hand-written backward (experimental, opt-in:
-`MLP.swiglu_kernel`; not yet measured on an H100: the `ours-auto-swiglukernel` benchmark variant).
+`MLP.swiglu_kernel`, used with `--fp8 forward`; not yet measured on an H100: the
+`ours-auto-swiglukernel` benchmark variant at d12). Not with `--fp8 all`: there the gradient's
+FP8 scale needs its amax, which inductor fuses into its own SwiGLU backward, and a separate
+kernel would cost a second pass over the gradient for it.
 
 `swiglu(gate_up)` = silu(gate) * up for gate_up [..., 2I] = [gate | up]. Its forward is plain
 PyTorch (inductor fuses it with the FP8 cast that follows). Its backward reads gate, up and the

@@ -74,3 +74,22 @@ def test_swiglu_backward_kernel_in_the_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
     r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
+def test_swiglu_kernel_only_with_fp8_forward(monkeypatch):
+    """With --fp8 all, inductor fuses the gradient's amax into its own SwiGLU backward: the switch
+    must leave that path alone."""
+    import chatforge.model.gpt as G
+    used = []
+    monkeypatch.setattr(G, "swiglu", lambda gate_up: used.append(1) or swiglu(gate_up))
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=16))
+    for block in model.model.layers:
+        block.mlp.swiglu_kernel = True
+    x = torch.randint(0, 64, (2, 16))
+    model.set_fp8("all")
+    model(x, targets=x)
+    assert used == []
+    model.set_fp8("forward")
+    model(x, targets=x)
+    assert len(used) == 2
