@@ -1,10 +1,6 @@
 """RoPE with a hand-written backward (model/rope_kernels.py): the model gives the same loss and
 gradients with it, and the Triton kernel (run by Triton's CPU interpreter) matches its PyTorch twin."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -12,7 +8,7 @@ from chatforge.model.gpt import GPT, GPTConfig
 
 
 @pytest.mark.parametrize("kv_heads", [None, 1])
-def test_rope_kernel_path_gives_the_same_loss_and_gradients(kv_heads):
+def test_rope_kernel_path_gives_the_same_loss_and_gradients(kv_heads, loss_and_grads):
     cfg = GPTConfig.from_preset("d2", vocab_size=64, seq_len=16, **({"n_kv_head": kv_heads} if kv_heads else {}))
     torch.manual_seed(0)
     model = GPT(cfg)
@@ -22,10 +18,7 @@ def test_rope_kernel_path_gives_the_same_loss_and_gradients(kv_heads):
     for on in (False, True):
         for block in model.model.layers:
             block.self_attn.rope_kernel = on
-        model.zero_grad()
-        loss = model(x, targets=x)
-        loss.backward()
-        runs.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        runs.append(loss_and_grads(model, x))
     (l0, g0), (l1, g1) = runs
     assert torch.allclose(l0, l1, rtol=0, atol=1e-6)
     q = "model.layers.0.self_attn.q_proj.weight"
@@ -64,9 +57,5 @@ print("ok")
 """
 
 
-def test_rope_backward_kernel_in_the_triton_interpreter():
-    pytest.importorskip("triton", reason="triton is not installed (the dev extras install it on Linux)")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+def test_rope_backward_kernel_in_the_triton_interpreter(triton_interpreter):
+    triton_interpreter(SCRIPT)

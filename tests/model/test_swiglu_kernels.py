@@ -1,10 +1,6 @@
 """SwiGLU with a hand-written backward (model/swiglu_kernels.py): the model gives the same loss and
 gradients with it, and the Triton kernel (run by Triton's CPU interpreter) matches its PyTorch twin."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -26,7 +22,7 @@ def test_swiglu_reference_is_the_gradient_of_silu_gate_times_up():
 
 
 @pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
-def test_swiglu_kernel_path_gives_the_same_loss_and_gradients():
+def test_swiglu_kernel_path_gives_the_same_loss_and_gradients(loss_and_grads):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=16))
     for block in model.model.layers:
@@ -37,10 +33,7 @@ def test_swiglu_kernel_path_gives_the_same_loss_and_gradients():
     for on in (False, True):
         for block in model.model.layers:
             block.mlp.swiglu_kernel = on
-        model.zero_grad()
-        loss = model(x, targets=x)
-        loss.backward()
-        runs.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        runs.append(loss_and_grads(model, x))
     (l0, g0), (l1, g1) = runs
     assert torch.equal(l0, l1)
     assert g0["model.layers.0.mlp.gate_proj.weight"].abs().max() > 0
@@ -68,12 +61,8 @@ print("ok")
 """
 
 
-def test_swiglu_backward_kernel_in_the_triton_interpreter():
-    pytest.importorskip("triton", reason="triton is not installed (the dev extras install it on Linux)")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+def test_swiglu_backward_kernel_in_the_triton_interpreter(triton_interpreter):
+    triton_interpreter(SCRIPT)
 
 
 @pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
