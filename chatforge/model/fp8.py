@@ -41,6 +41,7 @@ from chatforge.model.fp8_kernels import ce_grad_fp8
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 E4M3_MAX, E5M2_MAX = torch.finfo(E4M3).max, torch.finfo(E5M2).max
 MODES = ("off", "head", "forward", "all")
+TRAIN_MODES = ("auto",) + MODES  # what `chatforge train --fp8` takes (`resolve_mode` turns auto into one of MODES)
 AUTO_ALL_FROM_WIDTH = 1024  # `auto`: `all` from this width up, `forward` below (H100: d12 and d20, docs/benchmarks.md)
 # Forward matmuls accumulate with Hopper's fast FP8 accumulation (no periodic promotion to fp32):
 # their K is the width (768-1280 here), short enough for it, as in torchao's float8 recipe; the
@@ -57,8 +58,8 @@ def fp8_supported(device) -> bool:
 def resolve_mode(mode: str, width: int, device) -> str:
     """The FP8 mode to train with: `auto` is the faster of `forward` and `all` for this width (H100
     measurements) where FP8 tensor cores exist, else off; any mode is off on other devices."""
-    if mode not in MODES + ("auto",):
-        raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(MODES + ('auto',))}")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"unknown fp8 mode {mode!r}: {', '.join(TRAIN_MODES)}")
     if not fp8_supported(device):
         return "off"
     if mode == "auto":

@@ -8,8 +8,9 @@ kernel would cost a second pass over the gradient for it.
 PyTorch (inductor fuses it with the FP8 cast that follows). Its backward reads gate, up and the
 output's gradient once and writes the gradient of gate_up in one Triton kernel, each program
 covering a [rows, columns] tile of both halves. Inductor wrote that gradient as a concatenation
-of masked loads, at about 78% of the H100's memory bandwidth (6.9 ms a d12 step for 16 GB;
-docs/benchmarks.md). A PyTorch twin does the backward on CPU.
+of masked loads: 6.9 ms a d12 step in an H100 profile (docs/benchmarks.md), where its ~16 GB
+(reading gate, up and the gradient, writing both gradients) would take ~5.4 ms at 3 TB/s.
+A PyTorch twin does the backward on CPU.
 """
 
 from __future__ import annotations

@@ -116,6 +116,7 @@ def register(sub):
                    help="torch.compile the model (default: on for CUDA, off for CPU)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--dist", choices=["ddp", "fsdp"], default="ddp", help="under torchrun: DDP or FSDP2 sharding")
+    # fp8.TRAIN_MODES, spelled out: stage CLIs import no torch at start-up (a test keeps them equal)
     p.add_argument("--fp8", choices=["auto", "off", "head", "forward", "all"], default="auto",
                    help="training matmuls in FP8 on Hopper/Ada GPUs: auto (default: forward below width 1024, "
                         "all from it); off (bf16); the output head; the head and every forward matmul; or all "

@@ -131,3 +131,13 @@ def test_fp8_auto_is_the_default_and_resolves_per_device(monkeypatch):
     monkeypatch.setattr(F8, "fp8_supported", lambda device: True)  # as on an H100
     Trainer(model, info, compile=False, fp8="auto")
     assert model.fp8 == "forward" and model.model.layers[0].mlp.fp8 == "forward"
+
+
+def test_cli_fp8_choices_are_the_trainer_modes():
+    """The CLI spells the modes out (stage CLIs import no torch at start-up): they must stay fp8.TRAIN_MODES."""
+    from chatforge.cli import build_parser
+    from chatforge.model.fp8 import TRAIN_MODES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    fp8 = next(a for a in train._actions if a.dest == "fp8")
+    assert sorted(fp8.choices) == sorted(TRAIN_MODES) and fp8.default == "auto"
