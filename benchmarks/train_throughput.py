@@ -12,14 +12,19 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   the same with `--fp8 head|forward|all` (chatforge/model/fp8.py); `chatforge train`'s default on
   an H100, `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20).
   ours-fp8forward-exactaccum: without the fast FP8 accumulation of the forward matmuls.
-  ours-auto: `--fp8 auto`; ours-auto-ropekernel / -swiglukernel / -kernels: plus RoPE's and/or
-  SwiGLU's backward as one Triton kernel each (`Attention.rope_kernel`, `MLP.swiglu_kernel`;
-  model/rope_kernels.py, model/swiglu_kernels.py); ours-auto-gqa: plus half as many key/value
-  heads (`--kv-heads`; a smaller model, so its MFU column overstates it).
-  ours-res32: ours with the residual stream in
-  fp32 (GPT.low_precision_residual off; docs/benchmarks.md measures the difference).
-Both run the same micro batch (gradient accumulation where the batch does not fit in one pass).
-MFU uses the same FLOPs/token formula for both (6 x matmul params + attention) and 989 TFLOP/s.
+  ours-auto: `chatforge train`'s default on an H100: `--fp8 auto`, the preset's grouped-query
+  attention (half as many key/value heads from d7 up) and our Triton kernels for RoPE's and
+  SwiGLU's backward (GPT.set_kernels). ours-auto-nokernels / -mha / -mha-nokernels: without the
+  kernels, with multi-head attention, or both (the sixth session's default). Since the seventh
+  session every `ours*` variant runs the preset's GQA and, unless named -nokernels, the kernels.
+  ours-res32: ours with the residual stream in fp32 (GPT.low_precision_residual off;
+  docs/benchmarks.md measures the difference).
+Both run the same micro batch (gradient accumulation where the batch does not fit in one pass): 32
+sequences at d12 and d20 (at d20 the baseline peaks at 78.6 GB and ran 164.7k tok/s, the issue's
+165k, against 160.9k as 16 x 2).
+MFU counts the same FLOPs/token for every row (6 x matmul params + attention, of the multi-head
+model: GQA rows' MFU is tok/s on the same scale, 5% (d12) and 6% (d20) above their own work)
+and 989 TFLOP/s.
 Prints one table; --json writes the rows; --trace DIR also writes a profiler trace of one step per
 variant and reports where the GPU idles (benchmarks/trace_gaps.py).
 
@@ -108,19 +113,22 @@ def baseline_step_fn(cfg: GPTConfig, device):
 DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs)
 
 
+def mha(cfg: GPTConfig) -> GPTConfig:
+    """The preset with as many key/value heads as query heads (the presets use GQA from d7 up)."""
+    return GPTConfig(**{**cfg.to_dict(), "n_kv_head": cfg.n_head})
+
+
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
-                 fast_accum=True, rope_kernel=False, swiglu_kernel=False):
+                 fast_accum=True, kernels=None):
     import chatforge.model.fp8 as fp8_module
     fp8_module.FAST_ACCUM_FORWARD = fast_accum  # each variant runs in its own process (run_isolated)
     info = DIST["info"] or DistInfo(device=torch.device(device))
     with torch.device(info.device):
         model = GPT(cfg)
-    for block in model.model.layers:
-        block.self_attn.rope_kernel, block.mlp.swiglu_kernel = rope_kernel, swiglu_kernel
     model.low_precision_residual = not res32
     model.fused_head_loss = fused_head
     tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
-                 optim_kwargs=dict(use_muon=muon), attention=attention, fp8=fp8)
+                 optim_kwargs=dict(use_muon=muon), attention=attention, fp8=fp8, kernels=kernels)
     return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
 
 
@@ -141,13 +149,11 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-fp8forward": (lambda c, d: ours_step_fn(c, d, fp8="forward"), "default"),
     "ours-fp8forward-exactaccum": (lambda c, d: ours_step_fn(c, d, fp8="forward", fast_accum=False), "default"),
     "ours-fp8forward-unfusedhead": (lambda c, d: ours_step_fn(c, d, fp8="forward", fused_head=False), "default"),
-    "ours-auto": (lambda c, d: ours_step_fn(c, d, fp8="auto"), "default"),  # `chatforge train`'s default
-    "ours-auto-ropekernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", rope_kernel=True), "default"),
-    "ours-auto-swiglukernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", swiglu_kernel=True), "default"),
-    "ours-auto-kernels": (lambda c, d: ours_step_fn(c, d, fp8="auto", rope_kernel=True, swiglu_kernel=True),
-                          "default"),
-    "ours-auto-gqa": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "n_kv_head": c.n_head // 2}), d,
-                                                fp8="auto"), "default"),
+    # `chatforge train`'s default: --fp8 auto, the preset's GQA, our Triton backward kernels
+    "ours-auto": (lambda c, d: ours_step_fn(c, d, fp8="auto"), "default"),
+    "ours-auto-nokernels": (lambda c, d: ours_step_fn(c, d, fp8="auto", kernels=False), "default"),
+    "ours-auto-mha": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto"), "default"),
+    "ours-auto-mha-nokernels": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto", kernels=False), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }
@@ -191,7 +197,7 @@ def measure(variant, preset, args, device):
     dt = sorted(times)[len(times) // 2]
     tokens = args.batch * args.seq_len
     with torch.device("meta"):
-        ref = GPT(cfg)  # same FLOPs/token formula for every variant
+        ref = GPT(mha(cfg))  # one FLOPs/token for every variant: the multi-head model's
     fpt = ref.flops_per_token(args.seq_len)
     tok_s = tokens / dt
     peak = peak_flops(device) or float("nan")
@@ -265,7 +271,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=32, help="sequences per optimizer step")
-    ap.add_argument("--micro", default="d12:32,d20:16,d26:8", help="micro batch per preset (grad accumulation)")
+    ap.add_argument("--micro", default="d12:32,d20:32,d26:8", help="micro batch per preset (grad accumulation)")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)

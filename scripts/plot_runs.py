@@ -1,6 +1,9 @@
 """Overlay training runs: one panel per metric, one line per run's log.jsonl.
 
-    python scripts/plot_runs.py --out cmp.png --keys val_bpb,loss [--from-step 100] bf16=RUN_A/log.jsonl fp8=RUN_B/log.jsonl
+    python scripts/plot_runs.py --out cmp.png --keys val_bpb,loss [--from-step 100] [--x time] bf16=RUN_A/log.jsonl fp8=RUN_B/log.jsonl
+
+--x time puts training seconds on the x axis (runs of different speed compared at equal time);
+an eval point takes the clock of its step's training record.
 
 (chatforge eval report plots one run per panel; this compares runs on the same axes.)
 """
@@ -22,6 +25,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--title", default="")
     ap.add_argument("--from-step", type=int, default=0, help="leave out earlier steps (the first drop hides the rest)")
+    ap.add_argument("--x", choices=["step", "time"], default="step", help="x axis: optimizer step or training seconds")
     args = ap.parse_args()
     import matplotlib
     matplotlib.use("Agg")
@@ -31,12 +35,15 @@ def main():
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), dpi=80, squeeze=False)
     for ax, key in zip(axes[0], keys):
         for spec in args.runs:
-            label, _, path = spec.partition("=")
-            pts = sorted((r["step"], r[key]) for r in read_log(Path(path))
-                         if key in r and r.get("step", -1) >= args.from_step)
+            label, _, path = spec.rpartition("=")  # the path is after the last "="
+            rows = read_log(Path(path))
+            clock = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
+            clock[0] = clock.get(0, 0.0)
+            pts = sorted((r["step"] if args.x == "step" else clock[max(s for s in clock if s <= r["step"])], r[key])
+                         for r in rows if key in r and r.get("step", -1) >= args.from_step)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="o" if len(pts) < 30 else None,
                     markersize=3)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step" if args.x == "step" else "training seconds")
         ax.set_title(f"{args.title} {key}".strip(), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

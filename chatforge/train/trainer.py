@@ -82,11 +82,17 @@ def resolve_steps(cfg: TrainConfig, n_params: int, batch_tokens: int) -> int:
     return max(1, math.ceil(tokens / batch_tokens))
 
 
-def auto_device_batch(per_rank_seqs: int, seq_len: int, width: int, device: torch.device) -> int:
-    """Largest divisor of per_rank_seqs within a token budget per micro step (sized for 80 GB GPUs)."""
+def auto_device_batch(per_rank_seqs: int, seq_len: int, width: int, device: torch.device,
+                      fp8: str = "off") -> int:
+    """Largest divisor of per_rank_seqs within a token budget per micro step (sized for 80 GB GPUs).
+    FP8 'all' keeps less activation memory: d20 runs 32 x 2048 tokens in one pass at 61.7 GB peak
+    (51.3 GB with the preset's GQA; H100), 3% faster than two passes of 16."""
     if device.type != "cuda":
         return per_rank_seqs
-    budget = 65536 if width <= 768 else 32768 if width <= 1280 else 16384
+    if width <= 768 or (width <= 1280 and fp8 == "all"):
+        budget = 65536
+    else:
+        budget = 32768 if width <= 1280 else 16384
     best = 1
     for b in range(1, per_rank_seqs + 1):
         if per_rank_seqs % b == 0 and b * seq_len <= budget:
@@ -119,10 +125,14 @@ class Trainer:
     """Model, optimizers and the step function; `train()` drives it, the benchmark times `step()`."""
 
     def __init__(self, model: GPT, info: D.DistInfo, *, dist_mode="ddp", compile=None, grad_clip=1.0,
-                 optim_kwargs: dict | None = None, attention: str = "cudnn", fp8: str = "off"):
+                 optim_kwargs: dict | None = None, attention: str = "cudnn", fp8: str = "off",
+                 kernels: bool | None = None):
         self.info, self.raw, self.grad_clip = info, model, grad_clip
         # only GPUs with FP8 tensor cores run it; `auto` picks the mode by width
         model.set_fp8(resolve_fp8_mode(fp8, model.config.n_embd, info.device))
+        # our Triton backward kernels: on by default where Triton runs them (GPUs), off on CPU,
+        # where their PyTorch twins would only add a custom autograd function
+        model.set_kernels(info.device.type == "cuda" if kernels is None else kernels)
         self.attention = attention_backends(attention) if info.device.type == "cuda" else contextlib.nullcontext
         self.dist_mode = dist_mode
         self.model = D.wrap(model, info, dist_mode)
@@ -223,7 +233,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         raise ChatforgeError(f"--batch-tokens {batch_tokens} must be a multiple of seq_len*world_size "
                              f"({cfg.seq_len}*{info.world_size})")
     per_rank = seqs // info.world_size
-    device_batch = cfg.device_batch or auto_device_batch(per_rank, cfg.seq_len, model_cfg.n_embd, info.device)
+    fp8 = resolve_fp8_mode(cfg.fp8, model_cfg.n_embd, info.device)
+    device_batch = cfg.device_batch or auto_device_batch(per_rank, cfg.seq_len, model_cfg.n_embd, info.device, fp8)
     if per_rank % device_batch:
         raise ChatforgeError(f"--device-batch {device_batch} must divide the {per_rank} sequences per rank per step")
     grad_accum = per_rank // device_batch

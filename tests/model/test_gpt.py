@@ -21,9 +21,11 @@ def tiny(seed=0, **kw):
 
 
 def test_presets_follow_depth():
-    for name, width, heads in [("d2", 128, 2), ("d6", 384, 6), ("d12", 768, 6), ("d20", 1280, 10), ("d26", 1664, 13)]:
+    # GQA (half the key/value heads) from d7 up where the head count is even; tiny CPU sizes keep MHA
+    for name, width, heads, kv_heads in [("d2", 128, 2, 2), ("d6", 384, 6, 6), ("d8", 512, 4, 2),
+                                         ("d12", 768, 6, 3), ("d20", 1280, 10, 5), ("d26", 1664, 13, 13)]:
         c = GPTConfig.from_preset(name, vocab_size=32768, seq_len=2048)
-        assert (c.n_layer, c.n_embd, c.n_head) == (int(name[1:]), width, heads)
+        assert (c.n_layer, c.n_embd, c.n_head, c.n_kv_head) == (int(name[1:]), width, heads, kv_heads)
         assert c.intermediate_size % 128 == 0 and c.intermediate_size >= 8 * width // 3
     with pytest.raises(Exception):
         GPTConfig.from_preset("big", vocab_size=10)

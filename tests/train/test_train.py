@@ -133,6 +133,36 @@ def test_fp8_auto_is_the_default_and_resolves_per_device(monkeypatch):
     assert model.fp8 == "forward" and model.model.layers[0].mlp.fp8 == "forward"
 
 
+def test_triton_kernels_default_on_gpus_only():
+    """Trainer switches our Triton backward kernels on for CUDA devices only; `kernels=` overrides."""
+    from chatforge.model.gpt import GPT, GPTConfig
+    from chatforge.train.distributed import DistInfo
+    from chatforge.train.trainer import Trainer
+
+    def flags(model):
+        return {(b.self_attn.rope_kernel, b.mlp.swiglu_kernel) for b in model.model.layers}
+
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=16))
+    Trainer(model, DistInfo(device=torch.device("cpu")), compile=False)
+    assert flags(model) == {(False, False)}
+    Trainer(model, DistInfo(device=torch.device("cpu")), compile=False, kernels=True)
+    assert flags(model) == {(True, True)}
+
+
+def test_auto_device_batch_fits_the_measured_shapes():
+    """Micro batches per rank on a GPU (sized from H100 runs): 32 x 2048 tokens in one pass at d12,
+    and at d20 only with FP8 'all' (bf16 activations need two passes of 16); all of it on CPU."""
+    from chatforge.train.trainer import auto_device_batch
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert auto_device_batch(32, 2048, 768, gpu) == 32
+    assert auto_device_batch(32, 2048, 1280, gpu, "all") == 32
+    assert auto_device_batch(32, 2048, 1280, gpu, "forward") == 16
+    assert auto_device_batch(32, 2048, 1280, gpu) == 16
+    assert auto_device_batch(32, 2048, 1664, gpu, "all") == 8
+    assert auto_device_batch(24, 2048, 1280, gpu) == 12  # the largest divisor within budget
+    assert auto_device_batch(32, 2048, 1664, cpu) == 32
+
+
 def test_cli_fp8_choices_are_the_trainer_modes():
     """The CLI spells the modes out (stage CLIs import no torch at start-up): they must stay fp8.TRAIN_MODES."""
     from chatforge.cli import build_parser
