@@ -12,6 +12,7 @@ eval (every eval_every) -> checkpoint (every save_every, and at the end).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -204,6 +205,20 @@ def _val_source(cfg: TrainConfig, vocab: int):
     return cfg.val_data, split
 
 
+def _resumed_model_config(out: Path, preset_cfg: GPTConfig, overrides: dict) -> GPTConfig:
+    """A run resumes with the architecture it started with, even where a preset's defaults have
+    changed since (e.g. GQA from d7 up, seventh session); an override that contradicts it is an error."""
+    saved = json.loads((out / "config.json").read_text()).get("model")
+    if not saved:
+        return preset_cfg
+    saved_cfg = GPTConfig.from_dict({**saved, "seq_len": preset_cfg.seq_len})
+    for key, value in overrides.items():
+        if getattr(saved_cfg, key) != value:
+            raise ChatforgeError(f"--resume: {out} was started with {key}={getattr(saved_cfg, key)}, not {value}; "
+                                 "drop the option or start a new run in another --out")
+    return saved_cfg
+
+
 def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     out = Path(cfg.out)
     say = print if (info.is_main and not cfg.quiet) else (lambda *a, **k: None)
@@ -223,6 +238,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         raise ChatforgeError(f"tokenizer has {tokenizer.vocab_size} ids but the shards in {cfg.data} were made with "
                              f"{vocab}; pass the tokenizer the shards were built with")
     model_cfg = GPTConfig.from_preset(cfg.preset, vocab_size=vocab, seq_len=cfg.seq_len, **cfg.model_overrides)
+    if cfg.resume:
+        model_cfg = _resumed_model_config(out, model_cfg, cfg.model_overrides)
     with torch.device(info.device):
         model = GPT(model_cfg)
     n_params = model.num_params(exclude_embeddings=True)

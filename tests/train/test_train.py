@@ -61,6 +61,21 @@ def test_resume_repeats_the_uninterrupted_run(tiny_shards, tmp_path):
         assert torch.allclose(p, q, atol=1e-6), n
 
 
+def test_resume_keeps_the_architecture_the_run_started_with(tiny_shards, tmp_path):
+    """Regression: presets gained GQA from d7 up (seventh session), so resuming an older run built the
+    new preset's model and its checkpoint did not load. A run resumes with its saved architecture."""
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(tiny_shards), out=str(run), **TINY, steps=4, stop_after=2,
+                      model_overrides={"n_kv_head": 1}))  # d2's preset default is 2
+    with pytest.raises(ChatforgeError, match="n_kv_head=1, not 2"):
+        train(TrainConfig(data=str(tiny_shards), out=str(run), **TINY, steps=4, resume=True,
+                          model_overrides={"n_kv_head": 2}))
+    train(TrainConfig(data=str(tiny_shards), out=str(run), **TINY, steps=4, resume=True))
+    assert sorted(losses(run)) == [1, 2, 3, 4]
+    model, _, _ = load_run(run)
+    assert model.config.n_kv_head == 1
+
+
 def test_bad_inputs_are_one_line_errors(tiny_shards, tmp_path):
     with pytest.raises(ChatforgeError, match="multiple"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r"), **{**TINY, "batch_tokens": 100}, steps=1))
