@@ -17,6 +17,8 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   SwiGLU's backward (GPT.set_kernels). ours-auto-nokernels / -mha / -mha-nokernels: without the
   kernels, with multi-head attention, or both (the sixth session's default). Since the seventh
   session every `ours*` variant runs the preset's GQA and, unless named -nokernels, the kernels.
+  ours-auto-nskernel: plus Muon's symmetric Newton-Schulz products in half the work
+  (train/muon_kernels.py; benchmarks/muon_ns.py times them alone).
   ours-res32: ours with the residual stream in fp32 (GPT.low_precision_residual off;
   docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass): 32
@@ -119,7 +121,7 @@ def mha(cfg: GPTConfig) -> GPTConfig:
 
 
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
-                 fast_accum=True, kernels=None):
+                 fast_accum=True, kernels=None, ns_kernel=False):
     import chatforge.model.fp8 as fp8_module
     fp8_module.FAST_ACCUM_FORWARD = fast_accum  # each variant runs in its own process (run_isolated)
     info = DIST["info"] or DistInfo(device=torch.device(device))
@@ -128,7 +130,8 @@ def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off"
     model.low_precision_residual = not res32
     model.fused_head_loss = fused_head
     tr = Trainer(model, info, dist_mode=DIST["mode"], compile=True, grad_clip=1.0,
-                 optim_kwargs=dict(use_muon=muon), attention=attention, fp8=fp8, kernels=kernels)
+                 optim_kwargs=dict(use_muon=muon, ns_kernel=ns_kernel), attention=attention, fp8=fp8,
+                 kernels=kernels)
     return (lambda loader, accum: tr.step(loader, accum, 1.0, 0.95)[0]), (model, tr)
 
 
@@ -154,6 +157,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-auto-nokernels": (lambda c, d: ours_step_fn(c, d, fp8="auto", kernels=False), "default"),
     "ours-auto-mha": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto"), "default"),
     "ours-auto-mha-nokernels": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto", kernels=False), "default"),
+    "ours-auto-nskernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", ns_kernel=True), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
 }

@@ -22,10 +22,12 @@ import torch
 import torch.distributed as dist
 
 from chatforge.model.run_dir import unwrap
+from chatforge.train.muon_kernels import sym_matmul
 
 
-def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximate U V^T for G [..., m, n] (quintic iteration tuned for speed, modded-nanogpt)."""
+def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5, symmetric: bool = False) -> torch.Tensor:
+    """Approximate U V^T for G [..., m, n] (quintic iteration tuned for speed, modded-nanogpt).
+    symmetric: the two symmetric products through muon_kernels.sym_matmul (half the tiles)."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(torch.bfloat16) if G.is_cuda else G.float()  # bf16 on GPU; CPU bf16 matmul is slow
     transposed = G.size(-2) > G.size(-1)
@@ -36,8 +38,12 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor
     if squeeze:
         X = X.unsqueeze(0)
     for _ in range(steps):
-        A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A in one kernel
+        if symmetric:
+            A = sym_matmul(X)                        # X X^T
+            B = sym_matmul(A, A, alpha=c, beta=b)    # c*A A^T + b*A, = b*A + c*A@A (A is symmetric)
+        else:
+            A = X @ X.mT
+            B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A in one kernel
         X = torch.baddbmm(X, B, X, beta=a)           # a*X + B@X
     if squeeze:
         X = X.squeeze(0)
@@ -58,8 +64,12 @@ def _gpu_compiled(fn, cuda: bool):
     return _compiled[fn]
 
 
-def _newton_schulz(cuda: bool):
-    return _gpu_compiled(zeropower_via_newtonschulz5, cuda)
+def _newton_schulz_symmetric(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    return zeropower_via_newtonschulz5(G, steps, symmetric=True)
+
+
+def _newton_schulz(cuda: bool, kernel: bool = False):
+    return _gpu_compiled(_newton_schulz_symmetric if kernel else zeropower_via_newtonschulz5, cuda)
 
 
 def _device_scalar(value: float, device) -> torch.Tensor:
@@ -94,9 +104,11 @@ class Muon(torch.optim.Optimizer):
     comparable RMS. Decoupled weight decay as in AdamW (off by default).
     """
 
-    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0,
+                 ns_kernel=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                                       weight_decay=weight_decay))
+        self.ns_kernel = ns_kernel  # Newton-Schulz's symmetric products in half the work (muon_kernels.py)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -121,7 +133,7 @@ class Muon(torch.optim.Optimizer):
                 cuda = dev.type == "cuda"
                 momentum = _device_scalar(group["momentum"], dev)
                 updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, momentum, group["nesterov"])
-                ortho = _orthogonalize(updates, params, group["ns_steps"])
+                ortho = _orthogonalize(updates, params, group["ns_steps"], self.ns_kernel)
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
                 step = _device_scalar(group["lr"] * scale, dev)
                 decay = _device_scalar(1 - group["lr"] * group["weight_decay"], dev)
@@ -129,7 +141,7 @@ class Muon(torch.optim.Optimizer):
         return loss
 
 
-def _orthogonalize(updates, params, ns_steps):
+def _orthogonalize(updates, params, ns_steps, kernel=False):
     """Newton-Schulz of N same-shape updates, stacked [N, ...] -> [N, ...] orthogonalised updates,
     each shaped like the local update (under FSDP2 our shard of the matrix).
 
@@ -140,7 +152,7 @@ def _orthogonalize(updates, params, ns_steps):
       sends its rows of them), and a second all-to-all returns each rank its rows of every result.
     """
     cuda = updates[0].is_cuda
-    ns = _newton_schulz(cuda)
+    ns = _newton_schulz(cuda, kernel)
     mesh = getattr(params[0], "device_mesh", None)
     pg = mesh.get_group() if mesh is not None else None
     if mesh is None and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
@@ -186,7 +198,7 @@ def param_groups(model):
 
 
 def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02, scalar_lr=0.02,
-                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None):
+                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None, ns_kernel=False):
     """[AdamW(embeddings, head, gains), Muon(hidden matrices)], with nanochat's learning rates.
 
     AdamW rates are scaled by (width/768)^-0.5 (tuned at d12). Each param group remembers its
@@ -214,7 +226,8 @@ def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr
                               foreach=None if fused else True)
     opts = [adamw]
     if use_muon:
-        muon = Muon([dict(params=matrices, lr=matrix_lr, initial_lr=matrix_lr)], weight_decay=weight_decay)
+        muon = Muon([dict(params=matrices, lr=matrix_lr, initial_lr=matrix_lr)], weight_decay=weight_decay,
+                    ns_kernel=ns_kernel)
         opts.append(muon)
     return opts
 

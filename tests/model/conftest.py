@@ -1,23 +1,4 @@
-import os
-import subprocess
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture
-def triton_interpreter():
-    """run(script): the script in a fresh Python under TRITON_INTERPRET=1 (Triton kernels on CPU);
-    it must print exactly "ok". Skips where triton is not installed."""
-    pytest.importorskip("triton", reason="triton is not installed (the dev extras install it on Linux)")
-
-    def run(script):
-        env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
-        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
-    return run
 
 
 @pytest.fixture

@@ -1,0 +1,83 @@
+"""Muon's Newton-Schulz (5 iterations, bf16) on one GPU: cuBLAS for all three products vs our
+symmetric kernel for the two symmetric ones (train/muon_kernels.py), for the stacked matrix groups
+of a preset's Muon step:
+
+    python benchmarks/muon_ns.py [--presets d12,d20] [--block 128] [--block-k 64] [--warps 8] [--stages 3]
+
+Both are torch.compile'd as Muon runs them; median of 20 timed calls after warm-up. Prints per
+group and per preset (the sum: Muon's Newton-Schulz time per optimizer step) and checks the two
+results agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from chatforge.model.gpt import GPT, GPTConfig
+from chatforge.train import muon_kernels
+from chatforge.train.optim import param_groups, zeropower_via_newtonschulz5
+
+
+def shape_groups(preset: str) -> dict:
+    """{matrix shape: count} of the hidden matrices Muon orthogonalises, as it groups them."""
+    with torch.device("meta"):
+        model = GPT(GPTConfig.from_preset(preset, vocab_size=32768))
+    groups = {}
+    for p in param_groups(model)[3]:
+        groups[tuple(p.shape)] = groups.get(tuple(p.shape), 0) + 1
+    return groups
+
+
+def time_ms(fn, G, n=20):
+    for _ in range(3):
+        fn(G)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(G)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[n // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="d12,d20")
+    ap.add_argument("--block", type=int, default=128)
+    ap.add_argument("--block-k", type=int, default=64)
+    ap.add_argument("--warps", type=int, default=8)
+    ap.add_argument("--stages", type=int, default=3)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("benchmarks/muon_ns.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    launch = muon_kernels.launch_sym_matmul
+    muon_kernels.launch_sym_matmul = lambda *a, **k: launch(*a, **{**k, "block": args.block, "block_k": args.block_k,
+                                                                     "num_warps": args.warps, "num_stages": args.stages})
+    cublas = torch.compile(lambda G: zeropower_via_newtonschulz5(G, 5))
+    ours = torch.compile(lambda G: zeropower_via_newtonschulz5(G, 5, symmetric=True))
+    print(f"device {torch.cuda.get_device_name()} | torch {torch.__version__} | tiles {args.block}x{args.block_k}, "
+          f"{args.warps} warps, {args.stages} stages")
+    print("| preset | matrices | cuBLAS ms | symmetric kernel ms | speedup | max rel. diff |")
+    print("|---|---|---:|---:|---:|---:|")
+    for preset in args.presets.split(","):
+        total_a = total_b = 0.0
+        for shape, count in shape_groups(preset).items():
+            G = torch.randn(count, *shape, device="cuda")
+            a, b = time_ms(cublas, G), time_ms(ours, G)
+            diff = ((ours(G).float() - cublas(G).float()).norm() / cublas(G).float().norm()).item()
+            total_a, total_b = total_a + a, total_b + b
+            print(f"| {preset} | {count} x {shape[0]}x{shape[1]} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {diff:.1e} |",
+                  flush=True)
+        print(f"| {preset} | **all (one Muon step)** | {total_a:.2f} | {total_b:.2f} | {total_a / total_b:.2f}x | |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
