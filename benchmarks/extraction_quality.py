@@ -68,8 +68,8 @@ def main() -> int:
         dt = time.perf_counter() - t0
         rows.append((name, score(texts, expected), len(pages) / dt, total_bytes / dt / 1e6))
     print(f"{len(pages)} pages, {total_bytes / 1e6:.1f} MB HTML, 1 core")
-    print(f"| extractor | precision | recall | F1 | accuracy | docs/s | MB/s |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| extractor | precision | recall | F1 | accuracy | docs/s | MB/s |")
+    print("|---|---|---|---|---|---|---|")
     for name, s, dps, mbs in rows:
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {dps:.1f} | {mbs:.2f} |")
     print(f"speed ratio resiliparse / trafilatura: {rows[1][2] / rows[0][2]:.1f}x; F1 difference: {rows[1][1]['f1'] - rows[0][1]['f1']:+.3f}")

@@ -209,7 +209,7 @@ def main():
          o["rss_after_load_mb"] / h["rss_after_load_mb"]),
         ("held-out bytes/token", f"{bpt_ours:.4f}", f"{bpt_hf:.4f}", bpt_ours / bpt_hf),
     ]
-    print(f"\n| metric | ours | HF tokenizers | ratio ours/HF |\n|---|---|---|---|")
+    print("\n| metric | ours | HF tokenizers | ratio ours/HF |\n|---|---|---|---|")
     for name, a, b, r in rows:
         print(f"| {name} | {a} | {b} | {r:.2f} |" if "bytes/token" not in name else
               f"| {name} | {a} | {b} | {r:.4f} |")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from chatforge.common import ChatforgeError
-
 
 def _build(args):
     from chatforge.data.build import BuildConfig, build

@@ -18,7 +18,6 @@ import gzip
 import io
 import json
 import lzma
-import os
 import re
 import time
 import zlib

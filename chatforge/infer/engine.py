@@ -241,7 +241,7 @@ class Engine:
         return ids, mask
 
     def _generate(self, requests: list[Request], admit=None, max_rows: int = 0) -> Iterator[list[Event]]:
-        model, dev = self.model, self.device
+        dev = self.device
         # distinct prompts, prefilled once each, left-padded to a common length
         uniq: dict[tuple, int] = {}
         for r in requests:
