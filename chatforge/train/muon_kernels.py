@@ -69,7 +69,7 @@ def launch_sym_matmul(X, Y, out, alpha: float, beta: float, launch=None, block=1
     """Run the kernel into out [N, m, m]. X [N, m, k] and Y [N, m, m] (or None) with any strides.
     `launch` wraps the kernel for torch.compile."""
     N, M, K = X.shape
-    y = Y if Y is not None else out  # not read without HAS_Y
+    y = Y if Y is not None else X  # a placeholder, never read without HAS_Y (not out: no aliasing)
     nb = triton.cdiv(M, block)
     (launch or (lambda k: k))(_sym_matmul_kernel)[(nb, nb, N)](
         X, y, out, M, K, X.stride(0), X.stride(1), X.stride(2), y.stride(0), y.stride(1), y.stride(2),
