@@ -4,6 +4,8 @@ of a preset's Muon step:
 
     python benchmarks/muon_ns.py [--presets d12,d20] [--block 128] [--block-k 64] [--warps 8] [--stages 3]
 
+(the tile options default to muon_kernels.TILES and replace it for the run)
+
 Both are torch.compile'd as Muon runs them; median of 20 timed calls after warm-up. Prints per
 group and per preset (the sum: Muon's Newton-Schulz time per optimizer step), cuBLAS's TFLOP/s
 (the full products' FLOPs), and how far the two results differ (relative Frobenius norm).
@@ -54,17 +56,15 @@ def time_ms(fn, G, n=20):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="d12,d20")
-    ap.add_argument("--block", type=int, default=128)
-    ap.add_argument("--block-k", type=int, default=64)
-    ap.add_argument("--warps", type=int, default=8)
-    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--block", type=int, default=muon_kernels.TILES["block"])
+    ap.add_argument("--block-k", type=int, default=muon_kernels.TILES["block_k"])
+    ap.add_argument("--warps", type=int, default=muon_kernels.TILES["num_warps"])
+    ap.add_argument("--stages", type=int, default=muon_kernels.TILES["num_stages"])
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks/muon_ns.py needs a CUDA GPU", file=sys.stderr)
         return 2
-    launch = muon_kernels.launch_sym_matmul
-    muon_kernels.launch_sym_matmul = lambda *a, **k: launch(*a, **{**k, "block": args.block, "block_k": args.block_k,
-                                                                     "num_warps": args.warps, "num_stages": args.stages})
+    muon_kernels.TILES.update(block=args.block, block_k=args.block_k, num_warps=args.warps, num_stages=args.stages)
     cublas = torch.compile(lambda G: zeropower_via_newtonschulz5(G, 5))
     ours = torch.compile(lambda G: zeropower_via_newtonschulz5(G, 5, symmetric=True))
     print(f"device {torch.cuda.get_device_name()} | torch {torch.__version__} | tiles {args.block}x{args.block_k}, "

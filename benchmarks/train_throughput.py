@@ -38,6 +38,7 @@ runs only our step, --batch sequences per GPU, and rank 0 prints the global tok/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -117,7 +118,7 @@ DIST = {"info": None, "mode": "ddp"}  # set under torchrun (issue 8 scaling runs
 
 def mha(cfg: GPTConfig) -> GPTConfig:
     """The preset with as many key/value heads as query heads (the presets use GQA from d7 up)."""
-    return GPTConfig(**{**cfg.to_dict(), "n_kv_head": cfg.n_head})
+    return dataclasses.replace(cfg, n_kv_head=cfg.n_head)
 
 
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
@@ -159,7 +160,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-auto-mha-nokernels": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto", kernels=False), "default"),
     "ours-auto-nskernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", ns_kernel=True), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
-    "ours-gains": (lambda c, d: ours_step_fn(GPTConfig(**{**c.to_dict(), "norm_gains": True}), d), "default"),
+    "ours-gains": (lambda c, d: ours_step_fn(dataclasses.replace(c, norm_gains=True), d), "default"),
 }
 
 

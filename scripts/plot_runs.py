@@ -32,13 +32,16 @@ def main():
     import matplotlib.pyplot as plt
 
     keys = args.keys.split(",")
+    runs = []
+    for spec in args.runs:
+        label, _, path = spec.rpartition("=")  # the path is after the last "="
+        rows = read_log(Path(path))
+        clock = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
+        clock[0] = clock.get(0, 0.0)
+        runs.append((label, rows, clock))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), dpi=80, squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for spec in args.runs:
-            label, _, path = spec.rpartition("=")  # the path is after the last "="
-            rows = read_log(Path(path))
-            clock = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
-            clock[0] = clock.get(0, 0.0)
+        for label, rows, clock in runs:
             pts = sorted((r["step"] if args.x == "step" else clock[max(s for s in clock if s <= r["step"])], r[key])
                          for r in rows if key in r and r.get("step", -1) >= args.from_step)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="o" if len(pts) < 30 else None,

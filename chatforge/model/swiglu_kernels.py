@@ -1,8 +1,8 @@
 """SwiGLU on the fused gate/up matmul's output, with a hand-written backward (`MLP.swiglu_kernel`,
 on in training on GPUs through `GPT.set_kernels`, used with `--fp8 forward`; with the RoPE kernel
-it saved 2.3 ms of a 114 ms d12 step on an H100, docs/benchmarks.md). Not with `--fp8 all`: there the gradient's
-FP8 scale needs its amax, which inductor fuses into its own SwiGLU backward, and a separate
-kernel would cost a second pass over the gradient for it.
+it saved 2.3 ms of a 114 ms d12 step on an H100, docs/benchmarks.md). Not with `--fp8 all`: there
+the gradient's FP8 scale needs its amax, which inductor fuses into its own SwiGLU backward, and a
+separate kernel would cost a second pass over the gradient for it.
 
 `swiglu(gate_up)` = silu(gate) * up for gate_up [..., 2I] = [gate | up]. Its forward is plain
 PyTorch (inductor fuses it with the FP8 cast that follows). Its backward reads gate, up and the

@@ -104,7 +104,8 @@ def register(sub):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--no-muon", action="store_true", help="AdamW for every parameter")
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--kv-heads", type=int, help="grouped-query attention: key/value heads (default: the preset's, half the heads from d7 up)")
+    p.add_argument("--kv-heads", type=int,
+                   help="grouped-query attention: key/value heads (default: the preset's, half the heads from d7 up)")
     p.add_argument("--tie-embeddings", action="store_true")
     p.add_argument("--data-order", choices=["random", "sequential"], default="random")
     p.add_argument("--seed", type=int, default=1337)

@@ -64,10 +64,15 @@ if triton is not None:
             tl.store(out + rc[:, None] * so_m + rm[None, :] * so_c, tl.trans(tile), mask=tl.trans(ok))
 
 
-def launch_sym_matmul(X, Y, out, alpha: float, beta: float, launch=None, block=128, block_k=64,
-                      num_warps=8, num_stages=3):
+# tiles and pipelining: a common Hopper bf16 matmul shape, not yet tuned (benchmarks/muon_ns.py sweeps it)
+TILES = dict(block=128, block_k=64, num_warps=8, num_stages=3)
+
+
+def launch_sym_matmul(X, Y, out, alpha: float, beta: float, launch=None, **tiles):
     """Run the kernel into out [N, m, m]. X [N, m, k] and Y [N, m, m] (or None) with any strides.
-    `launch` wraps the kernel for torch.compile."""
+    `launch` wraps the kernel for torch.compile; `tiles` override TILES."""
+    t = {**TILES, **tiles}
+    block, block_k, num_warps, num_stages = t["block"], t["block_k"], t["num_warps"], t["num_stages"]
     N, M, K = X.shape
     y = Y if Y is not None else X  # a placeholder, never read without HAS_Y (not out: no aliasing)
     nb = triton.cdiv(M, block)

@@ -261,7 +261,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
                       optim_kwargs=dict(matrix_lr=cfg.matrix_lr, embedding_lr=cfg.embedding_lr,
                                         unembedding_lr=cfg.unembedding_lr, scalar_lr=cfg.scalar_lr,
                                         weight_decay=cfg.weight_decay, use_muon=cfg.muon),
-                      fp8=cfg.fp8)
+                      fp8=fp8)  # resolved above (auto -> a mode); Trainer's own resolve keeps it
     loader = ShardLoader(cfg.data, "train", device_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order=cfg.data_order, seed=cfg.seed, device=info.device)
     step, tokens_seen, elapsed_before = 0, 0, 0.0
