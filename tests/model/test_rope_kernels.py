@@ -8,18 +8,13 @@ from chatforge.model.gpt import GPT, GPTConfig
 
 
 @pytest.mark.parametrize("kv_heads", [None, 1])
-def test_rope_kernel_path_gives_the_same_loss_and_gradients(kv_heads, loss_and_grads):
+def test_rope_kernel_path_gives_the_same_loss_and_gradients(kv_heads, loss_and_grads_switched):
     cfg = GPTConfig.from_preset("d2", vocab_size=64, seq_len=16, **({"n_kv_head": kv_heads} if kv_heads else {}))
     torch.manual_seed(0)
     model = GPT(cfg)
     torch.nn.init.normal_(model.model.layers[0].self_attn.o_proj.weight, std=0.05)  # zero-init would hide q/k grads
     x = torch.randint(0, 64, (2, 16))
-    runs = []
-    for on in (False, True):
-        for block in model.model.layers:
-            block.self_attn.rope_kernel = on
-        runs.append(loss_and_grads(model, x))
-    (l0, g0), (l1, g1) = runs
+    (l0, g0), (l1, g1) = loss_and_grads_switched(model, x, "self_attn.rope_kernel")
     assert torch.allclose(l0, l1, rtol=0, atol=1e-6)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert g0[q].abs().max() > 0

@@ -22,19 +22,14 @@ def test_swiglu_reference_is_the_gradient_of_silu_gate_times_up():
 
 
 @pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
-def test_swiglu_kernel_path_gives_the_same_loss_and_gradients(loss_and_grads):
+def test_swiglu_kernel_path_gives_the_same_loss_and_gradients(loss_and_grads_switched):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=16))
     for block in model.model.layers:
         torch.nn.init.normal_(block.mlp.down_proj.weight, std=0.05)  # zero-init would hide gate/up grads
     model.set_fp8("forward")  # the fused gate/up path (CPU _scaled_mm runs it)
     x = torch.randint(0, 64, (2, 16))
-    runs = []
-    for on in (False, True):
-        for block in model.model.layers:
-            block.mlp.swiglu_kernel = on
-        runs.append(loss_and_grads(model, x))
-    (l0, g0), (l1, g1) = runs
+    (l0, g0), (l1, g1) = loss_and_grads_switched(model, x, "mlp.swiglu_kernel")
     assert torch.equal(l0, l1)
     assert g0["model.layers.0.mlp.gate_proj.weight"].abs().max() > 0
     for name in g0:

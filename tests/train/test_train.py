@@ -98,23 +98,9 @@ def test_small_val_split_evaluates_with_a_smaller_batch(tiny_tokenizer, shared_d
     assert evals and all(math.isfinite(e["val_loss"]) for e in evals)
 
 
-def _train_only_shards(tokenizer, text, out_dir, vocab_size=None):
-    """A held-out text tokenized whole: token shards with a train split and no val split."""
-    from chatforge.data.shards import ShardWriter, write_meta
-
-    vocab = vocab_size or tokenizer.vocab_size
-    w = ShardWriter(out_dir, "train", vocab, tokenizer.bos_id, shard_tokens=20_000)
-    for ids in tokenizer.encode_batch([p for p in text.split("\n\n") if p.strip()]):
-        w.add(ids)
-    w.close()
-    write_meta(out_dir, vocab_size=vocab, bos_id=tokenizer.bos_id,
-               splits={"train": {"tokens": w.total_tokens, "docs": w.total_docs, "shards": [p.name for p in w.paths]}})
-    return out_dir
-
-
 def test_val_data_evaluates_on_held_out_shards(tiny_shards, tiny_tokenizer, shared_data, tmp_path):
     wiki = (shared_data / "text" / "wikitext-2-test.tokens.txt").read_text(encoding="utf-8")[:40_000]
-    held = _train_only_shards(tiny_tokenizer, wiki, tmp_path / "held")
+    held = build_shards(tiny_tokenizer, wiki, tmp_path / "held", val_frac=0)
 
     def evals(name, **kw):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / name), **{**TINY, "eval_every": 1}, steps=1, **kw))
@@ -125,7 +111,7 @@ def test_val_data_evaluates_on_held_out_shards(tiny_shards, tiny_tokenizer, shar
     assert evals("same", val_data=str(tiny_shards)) == own   # a directory with a val split: that split
     other = evals("held", val_data=str(held))                # no val split: its train split, whole
     assert len(other) == 2 and other[0] != own[0] and all(math.isfinite(v) for v in other)
-    bad = _train_only_shards(tiny_tokenizer, wiki, tmp_path / "bad", vocab_size=1024)
+    bad = build_shards(tiny_tokenizer, wiki, tmp_path / "bad", val_frac=0, vocab_size=1024)
     with pytest.raises(ChatforgeError, match="another vocabulary"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "r"), **TINY, steps=1, val_data=str(bad)))
 
