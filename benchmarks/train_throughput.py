@@ -13,12 +13,14 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   an H100, `--fp8 auto`, is ours-fp8forward below width 1024 (d12) and ours-fp8 from it (d20).
   ours-fp8forward-exactaccum: without the fast FP8 accumulation of the forward matmuls.
   ours-auto: `chatforge train`'s default on an H100: `--fp8 auto`, the preset's grouped-query
-  attention (half as many key/value heads from d7 up) and our Triton kernels for RoPE's and
-  SwiGLU's backward (GPT.set_kernels). ours-auto-nokernels / -mha / -mha-nokernels: without the
+  attention (half as many key/value heads from d7 up), our Triton kernels for RoPE's and
+  SwiGLU's backward (GPT.set_kernels) and Muon's symmetric Newton-Schulz kernel for matrices with
+  a side of 1024 or more (`--ns-kernel auto`, train/muon_kernels.py). ours-auto-nokernels / -mha / -mha-nokernels: without the
   kernels, with multi-head attention, or both (the sixth session's default). Since the seventh
   session every `ours*` variant runs the preset's GQA and, unless named -nokernels, the kernels.
-  ours-auto-nskernel: plus Muon's symmetric Newton-Schulz products in half the work
-  (train/muon_kernels.py; benchmarks/muon_ns.py times them alone).
+  ours-auto-nskernel / -nsoff: Muon's symmetric kernel for every matrix / for none (the seventh
+  session's default); benchmarks/muon_ns.py times Newton-Schulz alone. Every `ours*` variant
+  other than these takes the kernel by size, as ours-auto.
   ours-res32: ours with the residual stream in fp32 (GPT.low_precision_residual off;
   docs/benchmarks.md measures the difference).
 Both run the same micro batch (gradient accumulation where the batch does not fit in one pass): 32
@@ -122,7 +124,7 @@ def mha(cfg: GPTConfig) -> GPTConfig:
 
 
 def ours_step_fn(cfg: GPTConfig, device, muon=True, attention="cudnn", fp8="off", res32=False, fused_head=True,
-                 fast_accum=True, kernels=None, ns_kernel=False):
+                 fast_accum=True, kernels=None, ns_kernel=None):
     import chatforge.model.fp8 as fp8_module
     fp8_module.FAST_ACCUM_FORWARD = fast_accum  # each variant runs in its own process (run_isolated)
     info = DIST["info"] or DistInfo(device=torch.device(device))
@@ -159,6 +161,7 @@ VARIANTS = {  # name -> builder(cfg, device) -> (step(loader, accum), keep-alive
     "ours-auto-mha": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto"), "default"),
     "ours-auto-mha-nokernels": (lambda c, d: ours_step_fn(mha(c), d, fp8="auto", kernels=False), "default"),
     "ours-auto-nskernel": (lambda c, d: ours_step_fn(c, d, fp8="auto", ns_kernel=True), "default"),
+    "ours-auto-nsoff": (lambda c, d: ours_step_fn(c, d, fp8="auto", ns_kernel=False), "default"),
     "ours-res32": (lambda c, d: ours_step_fn(c, d, res32=True), "default"),
     "ours-gains": (lambda c, d: ours_step_fn(dataclasses.replace(c, norm_gains=True), d), "default"),
 }

@@ -45,7 +45,8 @@ def _train(args):
         muon=not args.no_muon, grad_clip=args.grad_clip, data_order=args.data_order, seed=args.seed,
         eval_every=args.eval_every, eval_tokens=args.eval_tokens, save_every=args.save_every,
         log_every=args.log_every, compile=args.compile, device=args.device, dist_mode=args.dist, fp8=args.fp8,
-        resume=args.resume, stop_after=args.stop_after, tensorboard=args.tensorboard, wandb=args.wandb)
+        ns_kernel=args.ns_kernel, resume=args.resume, stop_after=args.stop_after, tensorboard=args.tensorboard,
+        wandb=args.wandb)
     train(cfg)
     return 0
 
@@ -122,6 +123,9 @@ def register(sub):
                    help="training matmuls in FP8 on Hopper/Ada GPUs: auto (default: forward below width 1024, "
                         "all from it); off (bf16); the output head; the head and every forward matmul; or all "
                         "of them. CPUs and other GPUs train without FP8 whatever this says; model/fp8.py")
+    p.add_argument("--ns-kernel", choices=["auto", "on", "off"], default="auto",
+                   help="Muon's Newton-Schulz through our symmetric Triton kernel (GPUs only): auto (default: "
+                        "for matrices with a side of 1024 or more), on, or off (cuBLAS); train/muon_kernels.py")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")

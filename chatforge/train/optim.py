@@ -39,12 +39,13 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5, symmetric: bool
         X = X.unsqueeze(0)
     for _ in range(steps):
         if symmetric:
-            A = sym_matmul(X)                        # X X^T
-            B = sym_matmul(A, A, alpha=c, beta=b)    # c*A A^T + b*A, = b*A + c*A@A (A is symmetric)
+            A = sym_matmul(X)                                # X X^T
+            B = sym_matmul(A, A, alpha=c, beta=b, diag=a)    # c*A A^T + b*A + a*I (A is symmetric)
+            X = B @ X                                        # = a*X + (b*A + c*A@A) @ X
         else:
             A = X @ X.mT
             B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A in one kernel
-        X = torch.baddbmm(X, B, X, beta=a)           # a*X + B@X
+            X = torch.baddbmm(X, B, X, beta=a)           # a*X + B@X
     if squeeze:
         X = X.squeeze(0)
     if transposed:
@@ -66,6 +67,20 @@ def _gpu_compiled(fn, cuda: bool):
 
 def _newton_schulz_symmetric(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return zeropower_via_newtonschulz5(G, steps, symmetric=True)
+
+
+# Shapes whose larger side is at least this run Newton-Schulz through the symmetric kernel when
+# Muon's ns_kernel is None (auto). Measured on an H100 (benchmarks/muon_ns.py, 2026-11-26): it won
+# on every d20 group (1.31-1.46x) and on d12's 768x2048 / 2048x768 (1.11x, 1.41x), and lost on
+# d12's 768x768 (0.73x) and 384x768 (0.45x), whose few tiles leave the GPU half idle.
+NS_KERNEL_MIN_SIDE = 1024
+
+
+def use_ns_kernel(setting: bool | None, shape, cuda: bool) -> bool:
+    """Whether a group of `shape` matrices takes the symmetric kernel: setting, or by size if None."""
+    if setting is None:
+        return cuda and max(shape) >= NS_KERNEL_MIN_SIDE
+    return setting
 
 
 def _newton_schulz(cuda: bool, kernel: bool = False):
@@ -105,10 +120,11 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0,
-                 ns_kernel=False):
+                 ns_kernel: bool | None = None):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                                       weight_decay=weight_decay))
-        self.ns_kernel = ns_kernel  # Newton-Schulz's symmetric products in half the work (muon_kernels.py)
+        # Newton-Schulz's symmetric products in half the work (muon_kernels.py); None: by shape
+        self.ns_kernel = ns_kernel
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -133,7 +149,7 @@ class Muon(torch.optim.Optimizer):
                 cuda = dev.type == "cuda"
                 momentum = _device_scalar(group["momentum"], dev)
                 updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, momentum, group["nesterov"])
-                ortho = _orthogonalize(updates, params, group["ns_steps"], self.ns_kernel)
+                ortho = _orthogonalize(updates, params, group["ns_steps"], use_ns_kernel(self.ns_kernel, shape, cuda))
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
                 step = _device_scalar(group["lr"] * scale, dev)
                 decay = _device_scalar(1 - group["lr"] * group["weight_decay"], dev)
@@ -198,7 +214,7 @@ def param_groups(model):
 
 
 def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02, scalar_lr=0.02,
-                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None, ns_kernel=False):
+                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None, ns_kernel=None):
     """[AdamW(embeddings, head, gains), Muon(hidden matrices)], with nanochat's learning rates.
 
     AdamW rates are scaled by (width/768)^-0.5 (tuned at d12). Each param group remembers its

@@ -69,6 +69,7 @@ class TrainConfig:
     device: str | None = None
     dist_mode: str = "ddp"           # ddp | fsdp (FSDP2 fully_shard)
     fp8: str = "auto"                # training matmuls in FP8: auto | off | head | forward | all (Hopper/Ada GPUs only; model/fp8.py)
+    ns_kernel: str = "auto"          # Muon's symmetric Newton-Schulz kernel: auto (by matrix size) | on | off
     resume: bool = False
     stop_after: int | None = None    # stop (with a checkpoint) after this step: time-limited jobs, tests
     tensorboard: bool = False
@@ -260,7 +261,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
     trainer = Trainer(model, info, dist_mode=cfg.dist_mode, compile=cfg.compile, grad_clip=cfg.grad_clip,
                       optim_kwargs=dict(matrix_lr=cfg.matrix_lr, embedding_lr=cfg.embedding_lr,
                                         unembedding_lr=cfg.unembedding_lr, scalar_lr=cfg.scalar_lr,
-                                        weight_decay=cfg.weight_decay, use_muon=cfg.muon),
+                                        weight_decay=cfg.weight_decay, use_muon=cfg.muon,
+                                        ns_kernel={"auto": None, "on": True, "off": False}[cfg.ns_kernel]),
                       fp8=fp8)  # resolved above (auto -> a mode); Trainer's own resolve keeps it
     loader = ShardLoader(cfg.data, "train", device_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order=cfg.data_order, seed=cfg.seed, device=info.device)

@@ -50,10 +50,10 @@ torch.manual_seed(0)
 N, M, D = 2, 37, 45                       # neither a multiple of the 16-wide tiles
 X = torch.randn(N, D, M).mT               # a strided view, as Newton-Schulz passes a transposed X
 Y = torch.randn(N, M, M); Y = Y + Y.mT    # symmetric
-for yy, alpha, beta in ((None, 1.0, 0.0), (Y, 2.0315, -4.775)):
-    ref = K.sym_matmul_reference(X, yy, alpha, beta)
+for yy, alpha, beta, diag in ((None, 1.0, 0.0, 0.0), (Y, 2.0315, -4.775, 3.4445)):
+    ref = K.sym_matmul_reference(X, yy, alpha, beta, diag)
     out = torch.full((N, M, M), 7.0)
-    K.launch_sym_matmul(X, yy, out, alpha, beta, block=16, block_k=16, num_warps=1, num_stages=1)
+    K.launch_sym_matmul(X, yy, out, alpha, beta, diag, block=16, block_k=16, num_warps=1, num_stages=1)
     assert torch.equal(out, out.mT), "the mirror tiles are exact copies"
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4), (beta, (out - ref).abs().max())
 print("ok")
@@ -78,11 +78,20 @@ def test_sym_matmul_kernel_on_cuda_in_bf16():
     assert torch.equal(A, A.mT)
     ref = sym_matmul_reference(X)
     assert ((A.float() - ref.float()).abs() <= 2.0 ** -7 * ref.float().abs().max()).all()
-    B = sym_matmul(A, A, alpha=2.0315, beta=-4.775)
-    ref = sym_matmul_reference(A, A, 2.0315, -4.775)
+    B = sym_matmul(A, A, alpha=2.0315, beta=-4.775, diag=3.4445)
+    ref = sym_matmul_reference(A, A, 2.0315, -4.775, 3.4445)
     assert torch.equal(B, B.mT)
     assert ((B.float() - ref.float()).abs() <= 2.0 ** -7 * ref.float().abs().max()).all()
     G = torch.randn(4, 1280, 3456, device="cuda")
     out = torch.compile(zeropower_via_newtonschulz5)(G, 5, True)  # through torch.compile, as Muon runs it
     ref = zeropower_via_newtonschulz5(G, 5)
     assert (out.float() - ref.float()).norm() / ref.float().norm() < 0.05  # bf16 roundings differ, not the math
+
+
+def test_ns_kernel_auto_takes_the_kernel_for_large_matrices_on_gpus_only():
+    from chatforge.train.optim import use_ns_kernel
+    assert use_ns_kernel(None, (1280, 3456), cuda=True)   # d20's MLP: 1.34x on an H100
+    assert use_ns_kernel(None, (2048, 768), cuda=True)    # d12's MLP: 1.41x
+    assert not use_ns_kernel(None, (768, 768), cuda=True)  # d12's attention: 0.73x
+    assert not use_ns_kernel(None, (1280, 3456), cuda=False)  # CPUs: the twin is only slower
+    assert use_ns_kernel(True, (64, 64), cuda=False) and not use_ns_kernel(False, (4096, 4096), cuda=True)
