@@ -172,3 +172,22 @@ def test_cli_fp8_choices_are_the_trainer_modes():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     fp8 = next(a for a in train._actions if a.dest == "fp8")
     assert sorted(fp8.choices) == sorted(TRAIN_MODES) and fp8.default == "auto"
+
+
+def test_ns_kernel_flag_reaches_muon(tiny_shards, tmp_path, monkeypatch):
+    """--ns-kernel auto|on|off becomes Muon(ns_kernel=None|True|False)."""
+    import chatforge.train.trainer as T
+    from chatforge.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--preset", "d2", "--data", "d", "--out", "o", "--ns-kernel", "off"])
+    cfgs = []
+    monkeypatch.setattr(T, "train", cfgs.append)
+    args.func(args)
+    assert cfgs[0].ns_kernel == "off" and T.TrainConfig(data="d", out="o").ns_kernel == "auto"
+    monkeypatch.undo()
+    seen = []
+    real = T.build_optimizers
+    monkeypatch.setattr(T, "build_optimizers", lambda *a, **k: seen.append(k["ns_kernel"]) or real(*a, **k))
+    for flag in ("auto", "on", "off"):
+        train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / flag), **TINY, steps=1, ns_kernel=flag))
+    assert seen == [None, True, False]
