@@ -15,8 +15,9 @@ Shapes (issue 4): vocab 32768, T=2048, 32 x 2048 tokens per optimizer step, rand
   ours-auto: `chatforge train`'s default on an H100: `--fp8 auto`, the preset's grouped-query
   attention (half as many key/value heads from d7 up), our Triton kernels for RoPE's and
   SwiGLU's backward (GPT.set_kernels) and Muon's symmetric Newton-Schulz kernel for matrices with
-  a side of 1024 or more (`--ns-kernel auto`, train/muon_kernels.py). ours-auto-nokernels / -mha / -mha-nokernels: without the
-  kernels, with multi-head attention, or both (the sixth session's default). Since the seventh
+  a side of 1024 or more (`--ns-kernel auto`, train/muon_kernels.py). ours-auto-nokernels / -mha
+  / -mha-nokernels: without the RoPE/SwiGLU kernels, with multi-head attention, or both (the
+  sixth session's default). Since the seventh
   session every `ours*` variant runs the preset's GQA and, unless named -nokernels, the kernels.
   ours-auto-nskernel / -nsoff: Muon's symmetric kernel for every matrix / for none (the seventh
   session's default); benchmarks/muon_ns.py times Newton-Schulz alone. Every `ours*` variant

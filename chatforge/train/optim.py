@@ -71,9 +71,10 @@ def _newton_schulz_symmetric(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 # Shapes whose larger side is at least this run Newton-Schulz through the symmetric kernel when
-# Muon's ns_kernel is None (auto). Measured on an H100 (benchmarks/muon_ns.py, 2026-11-26): it won
-# on every d20 group (1.31-1.46x) and on d12's 768x2048 / 2048x768 (1.11x, 1.41x), and lost on
-# d12's 768x768 (0.73x) and 384x768 (0.45x), whose few tiles leave the GPU half idle.
+# Muon's ns_kernel is None (auto). Measured on an H100 (benchmarks/muon_ns.py, 2026-11-26, two
+# calls): it won on every d20 group (1.31-1.60x) and on d12's 768x2048 / 2048x768 (1.03-1.41x);
+# on d12's 384x768 it lost (0.42x, 0.45x: few tiles leave the GPU idle), on 768x768 it lost once
+# (0.73x) and won once (1.16x). So small matrices stay with cuBLAS.
 NS_KERNEL_MIN_SIDE = 1024
 
 
@@ -150,7 +151,8 @@ class Muon(torch.optim.Optimizer):
                 cuda = dev.type == "cuda"
                 momentum = _device_scalar(group["momentum"], dev)
                 updates = _gpu_compiled(_momentum_update, cuda)(grads, bufs, momentum, group["nesterov"])
-                ortho = _orthogonalize(updates, params, group["ns_steps"], use_ns_kernel(self.ns_kernel, shape, cuda))
+                kernel = use_ns_kernel(self.ns_kernel, shape, cuda)
+                ortho = _orthogonalize(updates, params, group["ns_steps"], kernel)
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
                 step = _device_scalar(group["lr"] * scale, dev)
                 decay = _device_scalar(1 - group["lr"] * group["weight_decay"], dev)
