@@ -37,7 +37,19 @@ def set_value(page, selector, value):
                                     "el.dispatchEvent(new Event('change')); }", str(value))
 
 
-def test_web_chat(browser, live_server):
+def paced(generate, seconds):
+    """The engine's generate, sleeping after each decode step: a tiny model on a fast machine can
+    finish a 60-token reply within one network read, so the page would get it in a few chunks
+    (CI once saw 3 renders) and incremental rendering would go unseen."""
+    def gen(*args, **kwargs):
+        for events in generate(*args, **kwargs):
+            yield events
+            time.sleep(seconds)
+    return gen
+
+
+def test_web_chat(browser, live_server, monkeypatch):
+    monkeypatch.setattr(live_server.engine, "generate", paced(live_server.engine.generate, 0.01))
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     errors = []
