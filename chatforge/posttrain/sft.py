@@ -221,6 +221,7 @@ def sft(base_run, mix="default", out_dir="runs/sft", log=print, **kwargs) -> Pat
 
 def run_sft(cfg: SFTConfig, log=print) -> Path:
     import contextlib
+    import gc
     import shutil
 
     import torch
@@ -357,8 +358,11 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
         save_run(out, model, base / "tokenizer", step=step, **meta, val_before=vals(first_val), val_after=vals(last_val))
         shutil.rmtree(out / "checkpoint", ignore_errors=True)  # finished: the optimizer state is not needed
     logger.close()
-    dist.barrier()
-    dist.teardown()
+    # DDP's reducer goes before its process group, as in `chatforge train` (whose wrapper is gone
+    # by the time it tears down): a gloo rank was seen to abort at exit with a live reducer
+    del ddp, fwd
+    gc.collect()
+    dist.teardown()  # a barrier, then the group is destroyed
     log(f"SFT run written to {out}: held-out assistant loss {first_val.get('val_loss', float('nan')):.4f} -> "
         f"{last_val.get('val_loss', float('nan')):.4f}")
     if cfg.probes and info.is_main:
