@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +64,41 @@ def triton_interpreter():
         r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
     return run
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of pid, from /proc (Linux)."""
+    kids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return kids
+
+
+@pytest.fixture
+def run_reporting_hangs():
+    """run(cmd, timeout=300) -> CompletedProcess (text output), with one OpenMP thread a process,
+    for torchrun commands. If cmd hangs, its child processes (torchrun's workers) get SIGABRT with
+    faulthandler on, and the test fails showing where each one was stuck. (One CI run saw the
+    2-process SFT test time out after its last step; 12 runs of that test alone did not.)"""
+    def run(cmd, timeout=300):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in _child_pids(p.pid):
+                os.kill(pid, signal.SIGABRT)
+            try:
+                out, err = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            pytest.fail(f"{' '.join(map(str, cmd[1:6]))} ... hung for {timeout} s; stdout:\n{out[-3000:]}\n"
+                        f"stderr:\n{err[-8000:]}")
+        return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+    return run
+

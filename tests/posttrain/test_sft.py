@@ -2,8 +2,6 @@
 run on CPU that lowers the held-out assistant loss."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -198,53 +196,8 @@ def test_probes_run_on_the_engine(base_run, tiny_tokenizer):
     assert md.count("\n| ") == len(SFT_PROBES) + 1  # header + one row per probe
 
 
-def _child_pids(pid: int) -> list[int]:
-    """Direct children of pid, from /proc (Linux)."""
-    kids = []
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(d.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return kids
-
-
-def run_reporting_hangs(cmd, env, timeout):
-    """subprocess.run for a torchrun command; if it hangs, its workers get SIGABRT, so that
-    faulthandler prints where each one was stuck, and the test fails with that output. (One CI run
-    saw this test's 2-process SFT time out after its last step; 12 runs of the test alone did not.)"""
-    import signal
-    import subprocess
-
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**env, "PYTHONFAULTHANDLER": "1"})
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        for pid in _child_pids(p.pid):
-            os.kill(pid, signal.SIGABRT)
-        try:
-            out, err = p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-        pytest.fail(f"{cmd[2:5]} hung for {timeout} s; stdout:\n{out[-3000:]}\nstderr:\n{err[-8000:]}")
-    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
-
-
-def test_a_hung_worker_is_reported_with_its_traceback():
-    import sys
-    worker = "import time\ndef stuck_here():\n    time.sleep(60)\nstuck_here()"
-    launcher = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {worker!r}])"
-    with pytest.raises(pytest.fail.Exception, match="line 3 in stuck_here"):
-        run_reporting_hangs([sys.executable, "-c", launcher], dict(os.environ), timeout=2)
-
-
-def test_torchrun_two_processes_match_one(base_run, tmp_path):
+def test_torchrun_two_processes_match_one(base_run, tmp_path, run_reporting_hangs):
     """DDP on 2 CPU processes (gloo), same global batch: the same weights as one process."""
-    import os
-    import subprocess
     import sys
 
     from safetensors.torch import load_file
@@ -254,12 +207,10 @@ def test_torchrun_two_processes_match_one(base_run, tmp_path):
     args = ["sft", "--base", str(base_run), "--mix", str(mix), "--steps", "3", "--batch-size", "8",
             "--device-batch-size", "4", "--lr-frac", "1", "--device", "cpu", "--eval-every", "0",
             "--save-every", "0", "--no-probes"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "chatforge", *args, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env)
+    one = run_reporting_hangs([sys.executable, "-m", "chatforge", *args, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
     two = run_reporting_hangs([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               "-m", "chatforge", *args, "--out", str(tmp_path / "two")], env, timeout=300)
+                               "-m", "chatforge", *args, "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     for k in a:

@@ -1,8 +1,6 @@
 """issue 8 on CPU: torchrun (gloo) gives the single-process losses, and checkpoints cross world sizes."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
@@ -19,13 +17,13 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
 
 
-def torchrun(shards, out, *extra, nproc=2):
+def torchrun(run, shards, out, *extra, nproc=2):
+    """`chatforge train` under torchrun on CPU; run is the run_reporting_hangs fixture."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "chatforge", "train", "--data", str(shards), "--out", str(out), "--preset", "d2", "--seq-len", "64",
            "--batch-tokens", "512", "--eval-every", "1000", "--log-every", "1", "--save-every", "1000",
            "--device", "cpu", "--data-order", "sequential", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    r = run(cmd)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
@@ -33,30 +31,30 @@ def close(a, b):
     return all(a[s] == pytest.approx(b[s], rel=2e-4, abs=2e-4) for s in b)
 
 
-def test_ddp_matches_single_process_and_checkpoints_cross_world_sizes(tiny_shards, tmp_path):
+def test_ddp_matches_single_process_and_checkpoints_cross_world_sizes(tiny_shards, tmp_path, run_reporting_hangs):
     single = tmp_path / "single"
     train(TrainConfig(data=str(tiny_shards), out=str(single), **ARGS, steps=6))
     ref = losses(single)
 
     run = tmp_path / "run"
     # steps 1-2: 2 processes with the same global batch give the single-process losses
-    torchrun(tiny_shards, run, "--steps", "6", "--stop-after", "2")
+    torchrun(run_reporting_hangs, tiny_shards, run, "--steps", "6", "--stop-after", "2")
     assert sorted(losses(run)) == [1, 2] and close(ref, losses(run))
     # steps 3-4: the DDP checkpoint resumes in one process
     train(TrainConfig(data=str(tiny_shards), out=str(run), **ARGS, steps=6, stop_after=4, resume=True))
     assert sorted(losses(run)) == [1, 2, 3, 4] and close(ref, losses(run))
     # steps 5-6: the single-process checkpoint resumes under torchrun
-    torchrun(tiny_shards, run, "--steps", "6", "--resume")
+    torchrun(run_reporting_hangs, tiny_shards, run, "--steps", "6", "--resume")
     assert sorted(losses(run)) == list(range(1, 7)) and close(ref, losses(run))
 
 
 @pytest.mark.slow
-def test_fsdp2_matches_single_process(tiny_shards, tmp_path):
+def test_fsdp2_matches_single_process(tiny_shards, tmp_path, run_reporting_hangs):
     single = tmp_path / "single"
     train(TrainConfig(data=str(tiny_shards), out=str(single), **ARGS, steps=4))
     fsdp = tmp_path / "fsdp"
-    torchrun(tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--stop-after", "2")
-    torchrun(tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--resume")
+    torchrun(run_reporting_hangs, tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--stop-after", "2")
+    torchrun(run_reporting_hangs, tiny_shards, fsdp, "--steps", "4", "--dist", "fsdp", "--resume")
     assert sorted(losses(fsdp)) == [1, 2, 3, 4] and close(losses(single), losses(fsdp))
 
 
@@ -100,13 +98,12 @@ D.teardown()
 """
 
 
-def _fp8_losses(tmp_path, mode, nproc):
+def _fp8_losses(run, tmp_path, mode, nproc):
     script = tmp_path / "fp8_dist.py"
     script.write_text(FP8_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(script), mode] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), str(script), mode]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    r = run(cmd)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     fp8_matmuls = next(int(ln.split()[1]) for ln in r.stdout.splitlines() if ln.startswith("FP8_MATMULS"))
     assert fp8_matmuls == 4 * 9 * 3  # 4 steps x (2 layers x 4 matmuls + head) x (forward + 2 backward)
@@ -116,11 +113,18 @@ def _fp8_losses(tmp_path, mode, nproc):
 
 @pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="this torch has no _scaled_mm")
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_fp8_all_trains_under_ddp_and_fsdp2_like_one_process(tmp_path, mode):
+def test_fp8_all_trains_under_ddp_and_fsdp2_like_one_process(tmp_path, mode, run_reporting_hangs):
     """FP8 is the default on H100s, also under torchrun: its autograd functions must work on DDP's
     replicas and FSDP2's gathered parameters. Each rank measures its own dynamic scales, so the
     losses match one process closely, not bit for bit."""
-    single = _fp8_losses(tmp_path, mode, 1)
-    dist = _fp8_losses(tmp_path, mode, 2)
+    single = _fp8_losses(run_reporting_hangs, tmp_path, mode, 1)
+    dist = _fp8_losses(run_reporting_hangs, tmp_path, mode, 2)
     assert single[-1] < single[0]
     assert dist == pytest.approx(single, rel=2e-3)
+
+
+def test_a_hung_worker_is_reported_with_its_traceback(run_reporting_hangs):
+    worker = "import time\ndef stuck_here():\n    time.sleep(60)\nstuck_here()"
+    launcher = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {worker!r}])"
+    with pytest.raises(pytest.fail.Exception, match="line 3 in stuck_here"):
+        run_reporting_hangs([sys.executable, "-c", launcher], timeout=2)
