@@ -25,7 +25,7 @@ import torch
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.train import muon_kernels
 from chatforge.train.muon_kernels import sym_matmul
-from chatforge.train.optim import _newton_schulz, param_groups, zeropower_via_newtonschulz5
+from chatforge.train.optim import NS_COEFFS, _newton_schulz, param_groups, zeropower_via_newtonschulz5
 
 
 def shape_groups(preset: str) -> dict:
@@ -47,7 +47,7 @@ def ns_flops(shape, count, steps=5):
 @torch.compile(dynamic=False)
 def ns_symmetric_unfolded(G, steps=5):
     """optim.zeropower_via_newtonschulz5(symmetric=True) with X = a X + B X by cuBLAS (baddbmm)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+    a, b, c = NS_COEFFS
     X = G.to(torch.bfloat16)
     transposed = G.size(-2) > G.size(-1)
     X = X.mT if transposed else X

@@ -25,11 +25,14 @@ from chatforge.model.run_dir import unwrap
 from chatforge.train.muon_kernels import sym_matmul
 
 
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # the quintic's a, b, c (modded-nanogpt)
+
+
 def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5, symmetric: bool = False) -> torch.Tensor:
     """Approximate U V^T for G [..., m, n] (quintic iteration tuned for speed, modded-nanogpt).
     symmetric: the two symmetric products through muon_kernels.sym_matmul (half the tiles), and
     a X + B X as the one plain matmul (B + a I) X."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+    a, b, c = NS_COEFFS
     X = G.to(torch.bfloat16) if G.is_cuda else G.float()  # bf16 on GPU; CPU bf16 matmul is slow
     transposed = G.size(-2) > G.size(-1)
     if transposed:

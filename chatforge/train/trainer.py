@@ -77,6 +77,9 @@ class TrainConfig:
     quiet: bool = False
 
 
+NS_KERNEL_SETTINGS = {"auto": None, "on": True, "off": False}  # --ns-kernel -> Muon(ns_kernel=...)
+
+
 def resolve_steps(cfg: TrainConfig, n_params: int, batch_tokens: int) -> int:
     if cfg.steps:
         return int(cfg.steps)
@@ -227,6 +230,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         raise ChatforgeError(f"--resume: {out} has no checkpoint/ to resume from; drop --resume to start fresh")
     if not cfg.resume and has_checkpoint(out):
         raise ChatforgeError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if cfg.ns_kernel not in NS_KERNEL_SETTINGS:
+        raise ChatforgeError(f"unknown ns_kernel {cfg.ns_kernel!r}; use {', '.join(NS_KERNEL_SETTINGS)}")
     if info.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -262,7 +267,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
                       optim_kwargs=dict(matrix_lr=cfg.matrix_lr, embedding_lr=cfg.embedding_lr,
                                         unembedding_lr=cfg.unembedding_lr, scalar_lr=cfg.scalar_lr,
                                         weight_decay=cfg.weight_decay, use_muon=cfg.muon,
-                                        ns_kernel={"auto": None, "on": True, "off": False}[cfg.ns_kernel]),
+                                        ns_kernel=NS_KERNEL_SETTINGS[cfg.ns_kernel]),
                       fp8=fp8)  # resolved above (auto -> a mode); Trainer's own resolve keeps it
     loader = ShardLoader(cfg.data, "train", device_batch, cfg.seq_len, rank=info.rank, world_size=info.world_size,
                          order=cfg.data_order, seed=cfg.seed, device=info.device)

@@ -191,3 +191,5 @@ def test_ns_kernel_flag_reaches_muon(tiny_shards, tmp_path, monkeypatch):
     for flag in ("auto", "on", "off"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / flag), **TINY, steps=1, ns_kernel=flag))
     assert seen == [None, True, False]
+    with pytest.raises(ChatforgeError, match="unknown ns_kernel 'yes'; use auto, on, off"):
+        train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "bad"), **TINY, steps=1, ns_kernel="yes"))
