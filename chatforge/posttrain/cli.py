@@ -86,3 +86,59 @@ def register(sub):
     p.add_argument("--list-mixtures", action="store_true", help="print every built-in mixture's table")
     p.add_argument("--probe", metavar="RUN", help="only answer the 10 chat probes with RUN's model (base or sft)")
     p.set_defaults(func=_sft, _parser=p)
+    _register_rl(sub)
+
+    from chatforge.posttrain.pref_cli import register as register_preference
+
+    register_preference(sub)  # chatforge rm, chatforge dpo
+
+
+def _rl(args):
+    from chatforge.posttrain.rl import RLConfig, run_rl
+
+    cfg = RLConfig(base=args.base, out=args.out, task=args.task, reward=args.reward, steps=args.steps,
+                   prompts=args.prompts, group=args.group, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, top_k=args.top_k or None, lr_frac=args.lr_frac,
+                   use_muon=not args.adamw_only, updates=args.updates, clip=args.clip, kl=args.kl,
+                   std_norm=args.std_norm, device_batch_size=args.device_batch_size, eval_every=args.eval_every,
+                   eval_problems=args.eval_problems, pass_k=args.pass_k, save_every=args.save_every,
+                   tools=not args.no_tools, device=args.device, seed=args.seed, resume=args.resume,
+                   snapshots=args.snapshots)
+    run_rl(cfg)
+    return 0
+
+
+def _register_rl(sub):
+    p = sub.add_parser(
+        "rl", help="reinforcement learning (GRPO) on problems with checkable answers",
+        description="GRPO from a chat run: per problem a group of samples from the engine (python tool on), "
+                    "rewards from a verifier (or a reward model), a policy-gradient step on the sampled tokens.")
+    p.add_argument("--base", required=True, help="the chat run to start from (from `chatforge sft`)")
+    p.add_argument("--task", default="arithmetic",
+                   help="gsm8k | arithmetic[:LEVEL 0-3] | jsonl:PATH (prompt, answer, verifier per line) (default arithmetic)")
+    p.add_argument("--out", required=True, help="RL run directory to write")
+    p.add_argument("--reward", default="verifier", help="verifier (default) | rm:RM_RUN (a trained reward model)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--prompts", type=int, default=8, help="problems per step (default 8)")
+    p.add_argument("--group", type=int, default=8, help="samples per problem, G (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens a sample may write (tool output not counted)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=50, help="0: no top-k cut (default 50)")
+    p.add_argument("--lr-frac", "--lr", dest="lr_frac", type=float, default=0.05,
+                   help="learning rates as a fraction of pretraining's (default 0.05)")
+    p.add_argument("--adamw-only", action="store_true", help="AdamW for every weight (no Muon)")
+    p.add_argument("--updates", type=int, default=1, help="gradient updates per batch; > 1 clips the ratio (default 1)")
+    p.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip with --updates > 1 (default 0.2)")
+    p.add_argument("--kl", type=float, default=0.0, help="KL-to-reference coefficient (default 0: logged only)")
+    p.add_argument("--std-norm", action="store_true", help="divide advantages by the group's std")
+    p.add_argument("--device-batch-size", type=int, default=32, help="rollouts per forward/backward (default 32)")
+    p.add_argument("--eval-every", type=int, default=10, help="steps between held-out evaluations (0: start and end)")
+    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (0: all)")
+    p.add_argument("--pass-k", type=int, default=4, help="samples per held-out problem for pass@k (default 4)")
+    p.add_argument("--save-every", type=int, default=50, help="steps between checkpoints (0: only the end)")
+    p.add_argument("--no-tools", action="store_true", help="no python tool in rollouts")
+    p.add_argument("--snapshots", action="store_true", help="save weights at each evaluation (OUT/snapshots/)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.set_defaults(func=_rl, _parser=p)

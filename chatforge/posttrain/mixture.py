@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatforge.common import ChatforgeError
-from chatforge.posttrain import formats, sources, synthetic
+from chatforge.posttrain import formats, sources, synthetic, tasks
 
 
 def _file(path: str, format: str = "auto", stats=None):
@@ -42,6 +42,7 @@ SOURCES = {
     "file": (_file, False),
     "identity": (synthetic.identity_conversations, True),
     "dont_know": (synthetic.dont_know_conversations, True),
+    "arithmetic": (tasks.arithmetic_conversations, True),  # the RL stage's task, so SFT starts above 0
 }
 
 MIXTURES = {
