@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatforge.common import ChatforgeError
+from chatforge.infer.cli import add_unsafe_tool_arg, announce_isolation
 
 
 def _eval(args):
@@ -19,6 +20,7 @@ def _eval(args):
               "humaneval": args.limit_humaneval, "probes": args.limit_probes}
     paths = {"bpb_text": args.bpb_text, "hellaswag": args.hellaswag, "arc": args.arc, "mmlu": args.mmlu}
     device = args.device or default_device()
+    announce_isolation(args)  # humaneval and gsm8k_tools run model-written code in the sandbox
     results = evaluate(run, tasks=args.tasks, limits=limits, device=device, paths=paths, quiet=args.quiet)
     out = write_results(results, args.out or run / "eval.json")
     print(results_table({run.name: results}))
@@ -43,4 +45,5 @@ def register(sub):
     p.add_argument("--arc", help="ARC jsonl file")
     p.add_argument("--mmlu", help="MMLU csv file or directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_unsafe_tool_arg(p)
     p.set_defaults(func=_eval)

@@ -1,15 +1,22 @@
 """A python sandbox for the model's tool calls: run untrusted code, return its output as text.
 
-Each call is a fresh process (sandbox_runner.py) with:
-- a wall-clock timeout (the whole process tree is killed) and CPU/memory/file-size/process limits;
-- no network: its own network namespace when we can make one (root or user namespaces via
-  `unshare`), plus an audit hook in the child that refuses to create sockets either way;
-- its own pid + mount namespace when available: a private /proc (the parent's environment is not
-  readable through /proc), a private size-capped tmpfs over /tmp, and user `nobody` so nothing
-  outside that tmpfs is writable; else ("bare" mode) a throwaway working directory;
-- a scrubbed environment (PATH, LANG, HOME only: no secrets);
-- output (stdout + stderr, interleaved) truncated at `max_output` bytes.
-Nothing the code does raises here: every failure comes back as text in SandboxResult.
+Each call is a fresh process (sandbox_runner.py) in one of these isolation modes, best first:
+- "bwrap": bubblewrap (Debian's `bubblewrap`): user/mount/net/pid/ipc/uts namespaces, a new root
+  holding only read-only binds of the system libraries and the interpreter's prefixes (wherever
+  they live, /tmp included), a private size-capped tmpfs /tmp as working dir, a private /proc,
+  no capabilities, the seccomp filter of sandbox_runner.seccomp_program.
+- "unshare": the same walls built by the runner itself, in namespaces made by util-linux
+  `unshare` (with a user namespace when not root, so it needs no privileges); it ends as user
+  nobody when started by root, without capabilities otherwise, then no-new-privs + seccomp.
+  As root this mode comes first: bwrap keeps the kernel's uid 0 (minus capabilities), which
+  RLIMIT_NPROC does not limit, while "unshare" ends as nobody, which it does.
+- no isolation available: the python tool is OFF; each call answers one line naming
+  --unsafe-python-tool, which selects "unsafe" (limits + an audit hook; no security boundary).
+  Never a silently weaker mode.
+Every mode: a wall-clock timeout (the whole process tree is killed: it is a pid namespace whose
+init dies with us), CPU/memory/file-size/process limits, a scrubbed environment (no secrets),
+output (stdout + stderr interleaved) truncated at `max_output` bytes. Nothing the code does
+raises here: every failure comes back as text in SandboxResult.
 """
 
 from __future__ import annotations
@@ -26,8 +33,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatforge.infer.sandbox_runner import SANDBOX_TMP_BYTES, python_paths, seccomp_program, system_paths
+
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
-NS_FLAGS = ["--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+MODES = ("bwrap", "unshare")
+UNSAFE_ENV = "CHATFORGE_UNSAFE_PYTHON_TOOL"  # set by --unsafe-python-tool (inherited by workers)
+OFF_MESSAGE = ("[python tool is off: this machine allows no sandbox (neither bubblewrap nor user "
+               "namespaces work); restart with --unsafe-python-tool to run code unisolated]")
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
+        "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @dataclass
@@ -36,7 +51,7 @@ class SandboxResult:
     exit_code: int | None
     timed_out: bool = False
     truncated: bool = False
-    isolation: str = "bare"
+    isolation: str = "off"
     seconds: float = 0.0
     pgid: int | None = None  # the process group it ran in (gone once run_python returns)
 
@@ -55,23 +70,107 @@ class SandboxResult:
         return text
 
 
+# ------------------------------------------------------------------------- choosing a mode
+def allow_unsafe() -> None:
+    """--unsafe-python-tool: with no isolation available, run code in "unsafe" mode instead of off.
+    An environment variable, so that worker processes (eval under torchrun) inherit the choice."""
+    os.environ[UNSAFE_ENV] = "1"
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 @functools.lru_cache(maxsize=None)
+def available_modes() -> tuple[str, ...]:
+    """The isolation modes that work on this machine for this user, best first (each is probed
+    by running the sandbox once)."""
+    if os.name != "posix" or sys.platform != "linux":
+        return ()
+    ok = [m for m in MODES if _probe(m)]
+    if _is_root():
+        ok.sort(key=lambda m: m != "unshare")
+    return tuple(ok)
+
+
+def _probe(mode: str) -> bool:
+    r = run_python("print(6 * 7)", isolation=mode, timeout=10)
+    return r.output == "42\n" and r.exit_code == 0
+
+
 def best_isolation() -> str:
-    """'ns' when we can make net/pid/mount namespaces and drop to nobody (root), else 'bare'."""
-    if os.name != "posix" or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "bare"
-    if not (shutil.which("unshare") and shutil.which("mount")):
-        return "bare"
-    try:
-        r = subprocess.run(["unshare", *NS_FLAGS, "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "bare"
-    return "ns" if r.returncode == 0 else "bare"
+    """The mode run_python uses by default: the best available one, else "unsafe" if allowed,
+    else "off"."""
+    modes = available_modes()
+    if modes:
+        return modes[0]
+    return "unsafe" if os.environ.get(UNSAFE_ENV) == "1" else "off"
+
+
+def describe_isolation() -> str:
+    """One line for start-up banners: which isolation the python tool runs under."""
+    mode = best_isolation()
+    seccomp = "seccomp" if seccomp_program() is not None else f"no seccomp table for {os.uname().machine}"
+    if mode == "bwrap":
+        return f"python tool: sandboxed by bubblewrap (namespaces, read-only root, no network, {seccomp})"
+    if mode == "unshare":
+        who = "user nobody" if _is_root() else "no capabilities"
+        return (f"python tool: sandboxed by unshare namespaces (read-only root, no network, {who}, "
+                f"{seccomp})")
+    if mode == "unsafe":
+        return ("python tool: UNSAFE, no isolation (--unsafe-python-tool): the model's code can "
+                "read and write your files and reach the network")
+    return ("python tool: OFF, no sandbox available (needs bubblewrap or user namespaces); "
+            "--unsafe-python-tool runs it unisolated")
+
+
+# ------------------------------------------------------------------------- one call
+def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None]:
+    """The argv for `mode` (None if its tool is missing) and the fd carrying the seccomp filter."""
+    runner = [sys.executable, "-I", "-S", "-B", str(RUNNER), mode, *limits,
+              os.pathsep.join(python_paths()), os.pathsep.join(_site_dirs())]
+    if mode == "unshare":
+        if not shutil.which("unshare"):
+            return None, None
+        user = [] if _is_root() else ["--user", "--map-root-user"]
+        return ["unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
+                "--kill-child", *runner], None
+    if mode == "bwrap":
+        if not shutil.which("bwrap"):
+            return None, None
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        cmd += ["--uid", "65534", "--gid", "65534"] if _is_root() else []
+        for p in system_paths():
+            cmd += ["--symlink", os.readlink(p), p] if os.path.islink(p) else ["--ro-bind", p, p]
+        cmd += ["--size", str(SANDBOX_TMP_BYTES), "--tmpfs", "/tmp"]  # before binds under /tmp
+        for p in python_paths():
+            cmd += ["--ro-bind", p, p]
+        cmd += ["--ro-bind", str(RUNNER), "/.runner.py", "--proc", "/proc", "--dev", "/dev",
+                "--remount-ro", "/", "--chdir", "/tmp"]
+        fd = None
+        prog = seccomp_program()
+        if prog is not None:
+            r, w = os.pipe()
+            os.write(w, prog)  # a few hundred bytes: fits the pipe buffer, no writer thread needed
+            os.close(w)
+            cmd += ["--seccomp", str(r)]
+            fd = r
+        runner[4] = "/.runner.py"
+        return cmd + runner, fd
+    if mode == "unsafe":
+        return runner, None
+    raise ValueError(f"unknown isolation mode {mode!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _site_dirs() -> tuple[str, ...]:
+    import site
+    return tuple(p for p in site.getsitepackages() if os.path.isdir(p))
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
-    # The child leads its own session/process group; in 'ns' mode killing unshare (the pid
-    # namespace's parent, --kill-child) also takes down everything inside the namespace.
+    # The child leads its own session/process group; killing unshare/bwrap (the pid namespace's
+    # parent, --kill-child / --die-with-parent) also takes down everything inside the namespace.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -86,25 +185,31 @@ def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512, max_out
                nproc: int = 64, fsize_mb: int = 16, isolation: str | None = None) -> SandboxResult:
     """Run `code` in a fresh sandboxed python process; never raises for anything the code does."""
     isolation = isolation or best_isolation()
+    if isolation == "off":
+        return SandboxResult(OFF_MESSAGE, None, isolation="off")
     start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="chatforge-sandbox-")
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp/work" if isolation == "ns" else workdir,
-           "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     limits = [str(memory_mb << 20), str(max(1, int(timeout + 1))), str(nproc), str(fsize_mb << 20)]
-    cmd = [sys.executable, "-I", "-B", str(RUNNER), isolation, *limits]
-    if isolation == "ns":
-        cmd = ["unshare", *NS_FLAGS, *cmd]
+    cmd, seccomp_fd = _command(isolation, limits)
+    if cmd is None:
+        return SandboxResult(f"sandbox failed to start: {isolation} is not installed", None,
+                             isolation=isolation)
+    workdir = tempfile.mkdtemp(prefix="chatforge-sandbox-") if isolation == "unsafe" else None
+    env = dict(_ENV, HOME=workdir) if workdir else _ENV
     chunks: list[bytes] = []
     size = 0
     timed_out = truncated = False
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, cwd=workdir, env=env,
-                                start_new_session=True)
+                                stderr=subprocess.STDOUT, cwd=workdir or "/", env=env,
+                                start_new_session=True,
+                                pass_fds=(seccomp_fd,) if seccomp_fd is not None else ())
     except OSError as e:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
         return SandboxResult(f"sandbox failed to start: {e}", None, isolation=isolation)
+    finally:
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
     try:
         try:
             proc.stdin.write(code.encode("utf-8", "replace"))
@@ -139,7 +244,8 @@ def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512, max_out
         except subprocess.TimeoutExpired:
             pass
         proc.stdout.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     out = b"".join(chunks)[:max_output].decode("utf-8", "replace")
     code_ = proc.returncode if not (timed_out or truncated) else None
     return SandboxResult(out, code_, timed_out=timed_out, truncated=truncated,
