@@ -14,7 +14,7 @@ one-line ChatforgeError raised when the task is built, before any model is loade
 The arithmetic task is also an SFT set (`arithmetic_conversations`, source "arithmetic" in the
 mixtures): the reply calls the python tool with the expression and copies its output into the
 answer, the same shape the RL run then reinforces. Levels:
-  0  "What is 7 + 5?"                      two numbers 2-20, + or -
+  0  "What is 7 + 5?"                      two digits 1-9, + or -
   1  a one-step word problem               two numbers 2-20, + or -
   2  a one-step word problem               numbers 2-99, + - or x
   3  a two-step word problem               three numbers 2-50, + then -
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -142,9 +143,9 @@ def arithmetic_problem(rng: random.Random, level: int = 1) -> tuple[Problem, str
         expr, value = f"{a} + {b} - {c}", a + b - c
         prompt = rng.choice(_TWO).format(a=a, b=b, c=c, **fill)
     else:
-        hi = 99 if level == 2 else 20
+        lo, hi = (1, 9) if level == 0 else (2, 99) if level == 2 else (2, 20)
         op = rng.choice("+-*" if level == 2 else "+-")
-        a, b = rng.randint(2, hi), rng.randint(2, hi)
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
         if op == "-":
             a, b = max(a, b) + 1, min(a, b)
         if op == "*":
@@ -158,9 +159,14 @@ def arithmetic_problem(rng: random.Random, level: int = 1) -> tuple[Problem, str
     return Problem(prompt, str(value), "number"), expr
 
 
+def is_heldout(prompt: str) -> bool:
+    """A fixed fifth of all possible prompts is held out of training (SFT and RL) by a hash of the
+    text, so the split holds for every level, even level 0's few hundred problems."""
+    return zlib.crc32(prompt.encode()) % 5 == 0
+
+
 class ArithmeticTask(Task):
-    """Endless generated problems; the held-out ones come from their own seed and are never trained
-    on (a training draw that happens to equal a held-out prompt is skipped)."""
+    """Endless generated problems, none of them held out; `heldout(n)`: up to n distinct held-out ones."""
 
     HELDOUT = 1000
 
@@ -168,16 +174,21 @@ class ArithmeticTask(Task):
         if level not in ARITHMETIC_LEVELS:
             raise ChatforgeError(f"arithmetic level must be one of {ARITHMETIC_LEVELS}, not {level!r}")
         self.name, self.level, self.seed = f"arithmetic:{level}", level, seed
-        rng = random.Random(f"arithmetic-heldout:{level}")
-        self.test = [arithmetic_problem(rng, level)[0] for _ in range(self.HELDOUT)]
-        self._test_prompts = {p.prompt for p in self.test}
+        rng, seen, self.test = random.Random(f"arithmetic-heldout:{level}"), set(), []
+        for _ in range(50 * self.HELDOUT):
+            p, _ = arithmetic_problem(rng, level)
+            if is_heldout(p.prompt) and p.prompt not in seen:
+                seen.add(p.prompt)
+                self.test.append(p)
+                if len(self.test) == self.HELDOUT:
+                    break
 
     def problem(self, i: int) -> Problem:
-        for attempt in range(100):
-            p, _ = arithmetic_problem(random.Random(f"arithmetic:{self.level}:{self.seed}:{i}:{attempt}"), self.level)
-            if p.prompt not in self._test_prompts:
+        rng = random.Random(f"arithmetic:{self.level}:{self.seed}:{i}")
+        while True:
+            p, _ = arithmetic_problem(rng, self.level)
+            if not is_heldout(p.prompt):
                 return p
-        return p
 
     def heldout(self, n: int) -> list[Problem]:
         return self.test[:n] if n else list(self.test)
@@ -186,12 +197,13 @@ class ArithmeticTask(Task):
 def arithmetic_conversations(n: int, seed: int = 0, level: int = 1, tools: bool = True) -> list[dict]:
     """SFT conversations for the arithmetic task: python call with the expression, its output
     (exactly what the tool prints), then the answer sentence. Prompts held out of RL are skipped."""
-    task = ArithmeticTask(level, seed)
+    if level not in ARITHMETIC_LEVELS:
+        raise ChatforgeError(f"arithmetic level must be one of {ARITHMETIC_LEVELS}, not {level!r}")
     convs = []
     for i in range(n):
         rng = random.Random(f"arithmetic-sft:{level}:{seed}:{i}")
         p, expr = arithmetic_problem(rng, level)
-        while p.prompt in task._test_prompts:
+        while is_heldout(p.prompt):
             p, expr = arithmetic_problem(rng, level)
         if tools:
             reply = [{"type": "python", "text": expr}, {"type": "python_output", "text": p.answer + "\n"},

@@ -1,0 +1,209 @@
+"""GRPO (chatforge/posttrain/rl.py) and its tasks: advantages, the loss mask, verifiers, the
+engine/trainer weight hand-off, failed tool calls, errors before work, and a tiny run that learns."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from chatforge.common import ChatforgeError
+from chatforge.infer.engine import Completion, Engine, SamplingParams
+from chatforge.infer.tools import default_tools
+from chatforge.posttrain import rl as rl_mod
+from chatforge.posttrain.tasks import ArithmeticTask, get_task, is_heldout, verify_number
+
+
+@pytest.fixture(autouse=True)
+def one_thread(one_torch_thread):
+    yield
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    from chatforge.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=256)).eval()
+
+
+# --------------------------------------------------------------------------- advantages
+
+
+def test_group_advantages_are_mean_centred_per_group():
+    r = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    a = rl_mod.group_advantages(r)
+    assert torch.allclose(a[0], torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    assert torch.all(a[1] == 0)  # a unanimous group teaches nothing
+    assert torch.allclose(a.sum(1), torch.zeros(3))
+    s = rl_mod.group_advantages(r, std_norm=True)
+    assert torch.allclose(s[2], torch.tensor([-1.0, 1.0, 1.0, -1.0]), atol=1e-3)
+    assert torch.all(s[1] == 0)
+    assert s[0, 0] > 1.7  # 1 right of 4: std-normalisation inflates it (why it is off by default)
+
+
+# --------------------------------------------------------------------------- loss mask
+
+
+class ScriptedModel(torch.nn.Module):
+    """Writes `before` (ending in a python call), then, after the engine's forced output, `after`."""
+
+    def __init__(self, real, before, after, output_end):
+        super().__init__()
+        self.real, self.before, self.after, self.output_end = real, before, after, output_end
+        self.config = real.config
+
+    def new_kv_cache(self, *a, **k):
+        self.inputs = []
+        return self.real.new_kv_cache(*a, **k)
+
+    def forward(self, idx, kv_cache=None, attention_mask=None):
+        kv_cache.pos += idx.shape[1]
+        if kv_cache.pos > idx.shape[1]:
+            self.inputs.append(int(idx[0, -1]))
+        if self.output_end in self.inputs:
+            nxt = self.after[len(self.inputs) - 1 - self.inputs.index(self.output_end)]
+        else:
+            nxt = self.before[min(len(self.inputs), len(self.before) - 1)]
+        logits = torch.zeros(idx.shape[0], idx.shape[1], self.config.vocab_size)
+        logits[:, -1, nxt] = 10.0
+        return logits
+
+
+def _scripted_rollout(tok, tiny_model, code):
+    sid = tok.special_id
+    before = tok.encode("Let me compute. ") + [sid("python_start")] + tok.encode(code) + [sid("python_end")]
+    after = tok.encode(" So 42.") + [sid("assistant_end")]
+    eng = Engine(ScriptedModel(tiny_model, before, after, sid("output_end")), tok, rl_mod.rollout_tools())
+    prompt = eng.chat_prompt([{"role": "user", "content": "What is 6 * 7?"}])
+    return prompt, eng.complete(prompt, SamplingParams(max_tokens=40, temperature=0))[0], before, after
+
+
+def test_loss_mask_prompt_and_tool_output_get_no_gradient(tiny_tokenizer, tiny_model):
+    tok = tiny_tokenizer
+    prompt, c, before, after = _scripted_rollout(tok, tiny_model, "6 * 7")
+    forced = [tok.special_id("output_start")] + tok.encode("42\n") + [tok.special_id("output_end")]
+    assert c.token_ids == before + forced + after
+    row = rl_mod.rollout_row(prompt, c, advantage=1.0)
+    assert row.ids == prompt + c.token_ids and len(row.targets) == len(row.ids) - 1
+    P, nb, nf = len(prompt), len(before), len(forced)
+    # target t predicts ids[t + 1]: prompt positions and the forced output are -1, the rest is trained
+    assert row.targets[:P - 1] == [-1] * (P - 1)
+    assert row.targets[P - 1:P - 1 + nb] == before  # the text and the tool call (with its delimiters)
+    assert row.targets[P - 1 + nb:P - 1 + nb + nf] == [-1] * nf
+    assert row.targets[P - 1 + nb + nf:] == after  # the answer and <|assistant_end|>
+    assert row.n_loss == nb + len(after)
+
+    # the gradient of the loss reaches exactly the trained positions
+    x, y = rl_mod._collate([row], tok.bos_id, "cpu")
+    logits = torch.randn(1, x.shape[1], tok.vocab_size, requires_grad=True)
+    per_tok, _, stats = rl_mod.token_loss(logits, y, torch.tensor([1.0]), ref_logp=torch.zeros(y.shape))
+    per_tok.sum().backward()
+    has_grad = logits.grad[0].abs().sum(-1) > 0
+    assert has_grad.tolist() == [t != -1 for t in row.targets]
+    assert stats["kl_sum"] > 0 and stats["entropy_sum"] > 0
+
+
+def test_a_failed_or_timed_out_tool_call_is_detected_and_the_fast_tool_matches_the_sandbox(tiny_tokenizer, tiny_model):
+    _, c, _, _ = _scripted_rollout(tiny_tokenizer, tiny_model, "1/0")
+    assert "ZeroDivisionError" in c.parts[2]["text"] and rl_mod.tool_failed(c)
+    _, ok, _, _ = _scripted_rollout(tiny_tokenizer, tiny_model, "6 * 7")
+    assert not rl_mod.tool_failed(ok) and rl_mod.tool_calls(ok) == 1
+    timeout = Completion(0, [{"type": "python", "text": "while 1: pass"},
+                             {"type": "python_output", "text": "[timed out, process killed]"}], [], [], "stop", 1, 1)
+    assert rl_mod.tool_failed(timeout)
+    # arithmetic runs in process, printing what the sandbox prints; anything else goes to the sandbox
+    fast, sandbox = rl_mod.rollout_tools().get("python"), default_tools().get("python")
+    for code in ("48/2", "7 + 5", "3 * (4 - 9)", "2**10", "7 // 2"):
+        assert fast.run(code) == sandbox.run(code), code
+    assert fast.run("print('hi')") == "hi\n"
+
+
+# --------------------------------------------------------------------------- verifiers
+
+
+@pytest.mark.parametrize("text,gold,ok", [
+    ("She makes 9 * 2 = $18 every day.\n#### 18", "18", True),
+    ("The total is 1,234 apples.", "1234", True),                     # thousands separator
+    ("#### $1,000.00", "1000", True),                                  # currency and decimals
+    ("It costs 12 dollars.", "12", True),                               # units after the number
+    ("He is 5 km away, so 3.5 hours", "3.5", True),                    # several numbers: the last
+    ("The temperature fell to -7 degrees.", "-7", True),              # negative
+    ("It fell to \u22127 degrees.", "-7", True),                       # unicode minus
+    ("#### 42\nbut then 17 more were added", "42", True),              # #### wins over later numbers
+    ("3 + 4 = 7, then 7 * 2 = 14", "7", False),                         # the last number counts, not any
+    ("The answer is 18.0", "18", True),
+    ("no idea", "18", False),
+    ("#### 18", "-18", False),
+])
+def test_gsm8k_verifier_on_tricky_answers(text, gold, ok):
+    assert verify_number(text, gold) is ok
+
+
+def test_tasks_registry_and_errors_before_any_work(tmp_path, shared_data):
+    t = get_task("gsm8k")
+    assert t.n_train == 7473 and len(t.heldout(0)) == 1319
+    assert t.heldout(1)[0].answer == "18"
+    a = get_task("arithmetic:2")
+    assert all(not is_heldout(a.problem(i).prompt) for i in range(200))
+    assert all(is_heldout(p.prompt) for p in a.heldout(50))
+    assert a.problem(7) == get_task("arithmetic:2").problem(7)  # deterministic
+    good = tmp_path / "mine.jsonl"
+    good.write_text("\n".join(json.dumps({"prompt": f"Say {i}", "answer": str(i), "verifier": "contains",
+                                          "split": "test" if i < 3 else "train"}) for i in range(10)))
+    mine = get_task(f"jsonl:{good}")
+    assert mine.n_train == 7 and len(mine.heldout(0)) == 3 and mine.heldout(1)[0].check("I say 0!")
+    bad = tmp_path / "bad.jsonl"
+    for content, msg in [('{"prompt": "x", "answer": "1", "verifier": "nope"}', "bad.jsonl:1: unknown verifier 'nope'"),
+                         ('{"prompt": "x"}\n', 'needs an "answer"'), ("not json", "not valid JSON")]:
+        bad.write_text(content)
+        with pytest.raises(ChatforgeError, match=msg):
+            get_task(f"jsonl:{bad}")
+    # through the run: the task / reward error comes before the base run is even looked at
+    for kw, msg in [({"task": f"jsonl:{bad}"}, "not valid JSON"), ({"task": "arithmetic:9"}, "level"),
+                    ({"task": "chess"}, "unknown task"), ({"reward": "magic"}, "unknown --reward")]:
+        with pytest.raises(ChatforgeError, match=msg):
+            rl_mod.run_rl(rl_mod.RLConfig(base=str(tmp_path / "missing"), out=str(tmp_path / "o"), **kw))
+
+
+# --------------------------------------------------------------------------- weight hand-off
+
+
+def test_engine_uses_the_updated_weights_right_after_an_optimizer_step(tiny_tokenizer, tiny_model):
+    from chatforge.train.optim import build_optimizers
+
+    tok = tiny_tokenizer
+    model = tiny_model.train()
+    engine = Engine(copy.deepcopy(model).eval().requires_grad_(False), tok)
+    prompt = engine.chat_prompt([{"role": "user", "content": "hello there"}])
+    params = SamplingParams(max_tokens=12, temperature=0, stop_token_ids=())
+    before = engine.complete(prompt, params)[0]
+    ptrs = [p.data_ptr() for p in engine.model.parameters()]
+
+    opts = build_optimizers(model)
+    x = torch.tensor([prompt + before.token_ids])
+    loss = -model(x[:, :-1]).log_softmax(-1)[0, -1, 7]  # push the model somewhere else
+    loss.backward()
+    for g in (g for o in opts for g in o.param_groups):
+        g["lr"] = g["initial_lr"] * 20
+    for o in opts:
+        o.step()
+
+    stale = engine.complete(prompt, params)[0]
+    assert stale.logprobs == before.logprobs  # nothing reached the engine yet
+    rl_mod.sync_engine_weights(model, engine)
+    after = engine.complete(prompt, params)[0]
+    fresh = Engine(copy.deepcopy(model).eval(), tok).complete(prompt, params)[0]
+    assert after.token_ids == fresh.token_ids
+    assert after.logprobs == pytest.approx(fresh.logprobs, abs=1e-4)
+    assert after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
+    assert [p.data_ptr() for p in engine.model.parameters()] == ptrs  # in place, not reloaded
+
+
+# --------------------------------------------------------------------------- a tiny run that learns
+
+
+def test_wilson_interval():
+    lo, hi = rl_mod.wilson(20, 100)
+    assert lo == pytest.approx(0.1334, abs=1e-3) and hi == pytest.approx(0.2888, abs=1e-3)
+    assert rl_mod.wilson(0, 10)[0] == 0.0
