@@ -13,7 +13,8 @@ Then DIR/stats.json (every step's counts, merged over tasks) and a printed summa
 A killed build restarts where it stopped: a task is redone only if its marker is missing,
 every file is written under a temporary name and renamed, so no document is written twice.
 Each step is a plain generator over documents, so `run_task` is what a distributed engine
-(Slurm array, Ray) would call with its (rank, world_size) share of the tasks.
+(Slurm array, Ray) calls with its share of the tasks: `--engine ray` (chatforge/data/ray_engine.py)
+runs passes 1 and 3 and the dedup's band buckets as Ray tasks, same functions, same outputs.
 """
 
 from __future__ import annotations
@@ -160,23 +161,35 @@ def _stats_list(steps_stats) -> list[dict]:
     return [s.to_dict() for s in steps_stats]
 
 
-def run_task(k: int, files: list[str], work: str, cfg: BuildConfig) -> list[dict]:
-    """Pass 1 for one task. Returns its step stats (also written as the done marker)."""
+def run_task(k: int, files: list[str], work: str, cfg: BuildConfig, poisoned: tuple = ()) -> list[dict]:
+    """Pass 1 for one task. Returns its step stats (also written as the done marker).
+
+    `poisoned`: input files of this task that an engine found to fail every time (they are left
+    out, counted under read `poisoned_input` and named in its examples).
+    """
     from chatforge.data.readers import Reader
 
     work = Path(work)
     reader = Reader(cfg.text_key, cfg.text_chunk_words)
+    for f in poisoned:
+        reader.stats.n_in += 1
+        reader.stats.drop("poisoned_input", str(f))
     steps = make_stage1_steps(cfg)
 
     def docs():
-        n = 0
+        n, b = 0, reader.stats.bytes_in
         for f in files:
+            if f in poisoned:
+                continue
             for d in reader.read(f):
                 n += 1
+                if n == 1:
+                    _injected_fault(k)
                 if n % 64 == 0:
-                    _tick(64)
+                    _tick(64, reader.stats.bytes_in - b, k)
+                    b = reader.stats.bytes_in
                 yield d
-        _tick(n % 64)
+        _tick(n % 64, reader.stats.bytes_in - b, k)
 
     out = run_steps(docs(), steps)
     write_docs(work / f"task_{k:05d}.jsonl.zst", out)
@@ -188,6 +201,16 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig) -> list[dict
     stats = _stats_list([reader.stats] + [s.stats for s in steps])
     atomic_write_json(work / f"task_{k:05d}.stats.json", stats)
     return stats
+
+
+def _injected_fault(k: int) -> None:
+    """Tests kill a worker in the middle of task K once: CHATFORGE_TEST_KILL_TASK='K:marker-file'."""
+    spec = os.environ.get("CHATFORGE_TEST_KILL_TASK")
+    if spec:
+        kk, marker = spec.split(":", 1)
+        if int(kk) == k and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(17)
 
 
 def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
@@ -243,10 +266,13 @@ def _fingerprint(files: list[Path], cfg: BuildConfig) -> str:
 # so the progress bar moves inside a task too (one big WARC is one task)
 _DOCS_READ = None
 _LOCAL_BAR = None
+_REPORT = None  # set in Ray workers: reports (task, docs, bytes) to the driver's progress board
 
 
-def _tick(n: int) -> None:
-    if _LOCAL_BAR is not None:
+def _tick(n: int, nbytes: int = 0, k: int = -1) -> None:
+    if _REPORT is not None:
+        _REPORT(k, n, nbytes)
+    elif _LOCAL_BAR is not None:
         _LOCAL_BAR.set_postfix_str(f"{_LOCAL_BAR.postfix_n + n:,} docs read", refresh=False)
         _LOCAL_BAR.postfix_n += n
         _LOCAL_BAR.update(0)
@@ -301,8 +327,17 @@ def merge_stats(per_task: list[list[dict]]) -> list[StepStats]:
     return list(merged.values())
 
 
-def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, quiet: bool = False) -> dict:
-    """Python API of `chatforge data build`. Returns the stats.json content."""
+def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, quiet: bool = False,
+          engine: str = "local", address: str | None = None) -> dict:
+    """Python API of `chatforge data build`. Returns the stats.json content.
+
+    engine "local": a process pool of `workers` on this machine (the default; no Ray needed).
+    engine "ray": the same three passes as Ray tasks (chatforge/data/ray_engine.py), on a local
+    Ray of `workers` CPUs, or the cluster at `address`; then `out_dir` must be on a filesystem
+    every node sees.
+    """
+    if engine not in ("local", "ray"):
+        raise ChatforgeError(f"unknown engine '{engine}'; choose local or ray")
     from chatforge.data.dedup import find_duplicates
     from chatforge.data.readers import expand_inputs
     from chatforge.data.url_filter import load_hashed_list
@@ -322,9 +357,17 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
         old = json.loads(manifest.read_text())
         if old.get("fingerprint") != fp:
             raise ChatforgeError(f"{out} holds a build of other inputs or settings; use a new --out directory (or delete it)")
+    ray_run = None
+    if engine == "ray":
+        from chatforge.data.ray_engine import RayEngine
+
+        ray_run = RayEngine(address, workers, quiet)
+        workers = ray_run.cpus
     workers = max(1, int(workers or os.cpu_count() or 1))
     if manifest.exists():
         tasks = json.loads(manifest.read_text())["tasks"]  # a resumed build keeps its task plan
+        for tmp in [*out.glob(".*.tmp"), *work.glob(".*.tmp")]:  # half-written files of a killed run
+            tmp.unlink(missing_ok=True)
     else:
         tasks = plan_tasks(files, cfg.task_bytes, workers)
     atomic_write_json(manifest, {"fingerprint": fp, "inputs": [str(f) for f in files], "tasks": tasks,
@@ -342,7 +385,10 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
     if not quiet and len(todo) < len(tasks):
         print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} tasks already filtered")
     t1 = time.perf_counter()
-    _pool_map(run_task, todo, workers, "filter", quiet)
+    if ray_run:
+        ray_run.filter(todo)
+    else:
+        _pool_map(run_task, todo, workers, "filter", quiet)
     t_filter = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -350,7 +396,8 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
     if not marker.exists():
         statuses = find_duplicates([work / f"task_{k:05d}.sig.npy" for k in range(len(tasks))],
                                    [work / f"task_{k:05d}.exact.npy" for k in range(len(tasks))],
-                                   cfg.minhash_bands, cfg.minhash_rows, cfg.exact_dedup, cfg.minhash_dedup)
+                                   cfg.minhash_bands, cfg.minhash_rows, cfg.exact_dedup, cfg.minhash_dedup,
+                                   map_bands=ray_run.map_bands if ray_run else None)
         for k, st in enumerate(statuses):
             with atomic_path(work / f"dedup_{k:05d}.npy") as tmp:
                 with open(tmp, "wb") as fh:
@@ -360,8 +407,13 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
 
     t3 = time.perf_counter()
     todo = [(k, str(out), cfg) for k in range(len(tasks)) if not (work / f"out_{k:05d}.stats.json").exists()]
-    _pool_map(finish_task, todo, workers, "dedup+pii", quiet)
+    if ray_run:
+        ray_run.finish(todo)
+    else:
+        _pool_map(finish_task, todo, workers, "dedup+pii", quiet)
     t_finish = time.perf_counter() - t3
+    if ray_run:
+        ray_run.close()
 
     per_task = [json.loads((work / f"task_{k:05d}.stats.json").read_text()) +
                 json.loads((work / f"out_{k:05d}.stats.json").read_text()) for k in range(len(tasks))]
@@ -370,7 +422,9 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
     if "dedup" in by_name:
         by_name["dedup"].counters["global_pass_seconds"] = round(t_dedup, 3)
     final = by_name["pii"].kept if "pii" in by_name else 0
-    stats = {"inputs": [str(f) for f in files], "tasks": len(tasks), "workers": workers,
+    read = by_name.get("read")
+    stats = {"inputs": [str(f) for f in files], "tasks": len(tasks), "workers": workers, "engine": engine,
+             "bad_inputs": sorted({f for names in (read.examples.values() if read else []) for f in names}),
              "documents_out": final, "bytes_out": by_name["pii"].bytes_out if "pii" in by_name else 0,
              "wall_seconds": {"filter": round(t_filter, 3), "dedup": round(t_dedup, 3), "finish": round(t_finish, 3),
                               "total": round(time.perf_counter() - t_start, 3)},
@@ -395,5 +449,9 @@ def format_summary(stats: dict) -> str:
     w = stats["wall_seconds"]
     lines.append(f"{stats['documents_out']:,} documents ({human_bytes(stats['bytes_out'])} of text) in "
                  f"{len(stats['shards'])} shard(s); wall {w['total']:.1f}s (filter {w['filter']:.1f}s, "
-                 f"dedup {w['dedup']:.1f}s, finish {w['finish']:.1f}s) with {stats['workers']} worker(s)")
+                 f"dedup {w['dedup']:.1f}s, finish {w['finish']:.1f}s) with {stats['workers']} worker(s)"
+                 f"{' on Ray' if stats.get('engine') == 'ray' else ''}")
+    for s in stats["steps"]:
+        for reason, names in s.get("examples", {}).items():
+            lines.append(f"{s['name']} {reason}: {', '.join(names)}")
     return "\n".join(lines)

@@ -16,7 +16,8 @@ def _build(args):
         cfg.url_blocklists = ()
     if args.no_quality:
         cfg.gopher_repetition = cfg.gopher_quality = cfg.c4 = cfg.fineweb_quality = False
-    build(args.inputs, args.out, workers=args.workers, config=cfg, quiet=args.quiet)
+    build(args.inputs, args.out, workers=args.workers, config=cfg, quiet=args.quiet, engine=args.engine,
+          address=args.address)
 
 
 def _tokenize(args):
@@ -24,6 +25,21 @@ def _tokenize(args):
 
     tokenize(args.docs, args.tokenizer, args.out, val_fraction=args.val_fraction,
              shard_tokens=args.shard_tokens, overwrite=args.overwrite)
+
+
+def _factworld(args):
+    from chatforge.data.factworld import docs_chars, make_world, renderings_for_share, write_world
+
+    renderings = args.renderings
+    if args.share is not None:
+        if not args.docs:
+            from chatforge.common import ChatforgeError
+            raise ChatforgeError("--share needs --docs DOCS (the crawl the fact world is mixed into)")
+        people = make_world(args.seen, args.unseen, args.seed)
+        renderings = renderings_for_share(people, args.share, docs_chars(args.docs), args.seed)
+    info = write_world(args.out, args.seen, args.unseen, renderings, args.seed)
+    print(f"fact world: {args.seen} seen + {args.unseen} unseen people, {renderings} biographies per seen person "
+          f"({info['pretrain_docs']:,} pretraining docs), {info['questions']} questions -> {args.out}")
 
 
 def _inspect(args):
@@ -41,6 +57,9 @@ def register(sub):
     b.add_argument("inputs", nargs="+", help="files, directories or globs")
     b.add_argument("--out", required=True, help="output directory (docs_*.jsonl.zst + stats.json)")
     b.add_argument("--workers", type=int, default=0, help="worker processes (default: all cores)")
+    b.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: a process pool here (default); ray: Ray tasks (pip install 'chatforge[ray]')")
+    b.add_argument("--address", help="--engine ray: a Ray cluster address (default: start a local Ray of --workers CPUs)")
     b.add_argument("--extractor", default="trafilatura", choices=["trafilatura", "resiliparse"])
     b.add_argument("--extract-timeout", type=float, default=1.0, help="seconds per page (default 1)")
     b.add_argument("--languages", default="en", help="comma-separated languages to keep, or 'all' (default en)")
@@ -54,8 +73,18 @@ def register(sub):
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_build)
 
+    f = verbs.add_parser("factworld", help="a synthetic fact world: biographies for pretraining, QA, a search corpus")
+    f.add_argument("--out", required=True, help="output directory (pretrain/ doc shards, web.jsonl, qa.jsonl, world.json)")
+    f.add_argument("--seen", type=int, default=16, help="people whose biographies go into pretraining (default 16)")
+    f.add_argument("--unseen", type=int, default=16, help="people never in pretraining (default 16)")
+    f.add_argument("--renderings", type=int, default=100, help="biographies per seen person (default 100)")
+    f.add_argument("--share", type=float, help="instead of --renderings: the fact world's share of --docs' characters")
+    f.add_argument("--docs", help="the `data build` output the fact world is mixed into (for --share)")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=_factworld)
+
     t = verbs.add_parser("tokenize", help="document shards -> token shards (train/val) for pretraining")
-    t.add_argument("docs", help="a `data build` output directory")
+    t.add_argument("docs", nargs="+", help="`data build` output directories (several are tokenized together)")
     t.add_argument("--tokenizer", required=True, help="tokenizer directory")
     t.add_argument("--out", required=True, help="token shard directory")
     t.add_argument("--val-fraction", type=float, default=0.01)

@@ -32,7 +32,12 @@ def _alarm(signum, frame):
 
 def extract_trafilatura(html: str) -> str | None:
     import trafilatura
+    from trafilatura.deduplication import LRU_TEST
 
+    # deduplicate=True drops text segments already seen in a process-wide LRU cache, so a page's
+    # text would depend on which pages the same worker extracted before (tasks, retries, engine):
+    # clear it, so `deduplicate` removes repeats within the page only and builds are reproducible
+    LRU_TEST.clear()
     return trafilatura.extract(html, favor_precision=True, include_comments=False, deduplicate=True,
                                include_tables=True, with_metadata=False)
 
@@ -47,7 +52,10 @@ def extract_resiliparse(html: str) -> str | None:
 
 
 def get_backend(name: str):
+    """The extraction function; imports its library now, so no page's time limit pays for that."""
     if name == "trafilatura":
+        import trafilatura  # noqa: F401  (~1 s: lxml, justext, htmldate, courlan)
+
         return extract_trafilatura
     if name == "resiliparse":
         try:
@@ -67,6 +75,7 @@ class Extractor(Step):
         super().__init__()
         self.backend = backend
         self.fn = get_backend(backend)
+        self.fn("<html><body><p>Warm-up: first calls load stop lists and caches.</p></body></html>")
         self.timeout = timeout
 
     def _run(self, html: str) -> str | None:

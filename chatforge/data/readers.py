@@ -218,11 +218,12 @@ class Reader:
         st.bytes_out += nbytes
         return doc
 
-    def _skip(self, reason: str, nbytes: int = 0) -> None:
+    def _skip(self, reason: str, nbytes: int = 0, path: Path | None = None) -> None:
+        """Count a dropped record; a file-level failure also names the file in stats `examples`."""
         st = self.stats
         st.n_in += 1
         st.bytes_in += nbytes
-        st.drop(reason)
+        st.drop(reason, str(path) if path is not None else None)
 
     # WARC ---------------------------------------------------------------
     def _read_warc(self, path: Path) -> Iterator[Doc]:
@@ -239,7 +240,7 @@ class Reader:
             try:
                 it = iter(QuietIterator(raw, no_record_parse=False, arc2warc=True))
             except Exception:
-                self._skip("corrupt_stream")
+                self._skip("corrupt_stream", path=path)
                 return
             index = 0
             while True:
@@ -249,13 +250,13 @@ class Reader:
                     return
                 except (EOFError, OSError, zlib.error, ValueError, Exception):  # noqa: B014 - warcio raises many kinds
                     # truncated gzip member / unparsable header: the stream cannot be resynced
-                    self._skip("corrupt_stream")
+                    self._skip("corrupt_stream", path=path)
                     return
                 index += 1
                 try:
                     doc = self._warc_record(record, path, index)
                 except (EOFError, OSError, zlib.error, ValueError) as e:
-                    self._skip("truncated_record" if isinstance(e, (EOFError, zlib.error)) else "bad_record")
+                    self._skip("truncated_record" if isinstance(e, (EOFError, zlib.error)) else "bad_record", path=path)
                     continue
                 except Exception:
                     self._skip("bad_record")
@@ -290,7 +291,7 @@ class Reader:
             self._skip("bad_content_encoding")
             return None
         if getattr(record.raw_stream, "limit", 0) > 0:  # fewer bytes than Content-Length: cut off
-            self._skip("truncated_record", len(data))
+            self._skip("truncated_record", len(data), path)
             return None
         if not data.strip():
             self._skip("empty_payload")
@@ -314,7 +315,7 @@ class Reader:
             with open_binary(path) as f:
                 data = f.read()
         except (OSError, EOFError, zlib.error, lzma.LZMAError):
-            self._skip("corrupt_file")
+            self._skip("corrupt_file", path=path)
             return None
         decoded = decode_html(data)
         if decoded is None:
@@ -336,7 +337,7 @@ class Reader:
         try:
             f = io.BufferedReader(open_binary(path))
         except OSError:
-            self._skip("corrupt_file")
+            self._skip("corrupt_file", path=path)
             return
         with f:
             index = 0
@@ -344,7 +345,7 @@ class Reader:
                 try:
                     line = f.readline()
                 except (OSError, EOFError, zlib.error, lzma.LZMAError, Exception):  # truncated compressed stream
-                    self._skip("corrupt_stream")
+                    self._skip("corrupt_stream", path=path)
                     return
                 if not line:
                     return
@@ -414,7 +415,7 @@ class Reader:
         try:
             pf = pq.ParquetFile(path)
         except Exception:
-            self._skip("corrupt_file")
+            self._skip("corrupt_file", path=path)
             return
         names = pf.schema_arrow.names
         if self.text_key not in names:
@@ -433,5 +434,5 @@ class Reader:
                     yield self._keep(Doc(str(row.get("id") or f"{path.name}/{index}"), text, str(row.get("url") or ""), meta),
                                      len(text.encode()))
         except (OSError, ValueError) as e:  # a corrupt row group: count, keep what was read
-            self._skip("corrupt_row_group")
+            self._skip("corrupt_row_group", path=path)
             _ = e

@@ -33,6 +33,9 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+MAX_EXAMPLES = 20
+
+
 class StepStats:
     """in = kept + sum(dropped.values()) always holds; `counters` holds extra tallies."""
 
@@ -45,14 +48,23 @@ class StepStats:
         self.bytes_in = 0
         self.bytes_out = 0
         self.seconds = 0.0
+        self.examples: dict[str, list[str]] = {}  # reason -> the first few inputs it named (bad files)
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, where: str | None = None) -> None:
         self.dropped[reason] += 1
+        if where is not None:
+            self.note(reason, where)
+
+    def note(self, reason: str, where: str) -> None:
+        names = self.examples.setdefault(reason, [])
+        if len(names) < MAX_EXAMPLES and where not in names:
+            names.append(where)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "in": self.n_in, "kept": self.kept,
                 "dropped": dict(sorted(self.dropped.items())), "counters": dict(sorted(self.counters.items())),
-                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": round(self.seconds, 4)}
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": round(self.seconds, 4),
+                **({"examples": dict(sorted(self.examples.items()))} if self.examples else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepStats":
@@ -60,6 +72,7 @@ class StepStats:
         s.n_in, s.kept = d["in"], d["kept"]
         s.dropped, s.counters = Counter(d["dropped"]), Counter(d.get("counters", {}))
         s.bytes_in, s.bytes_out, s.seconds = d["bytes_in"], d["bytes_out"], d["seconds"]
+        s.examples = {k: list(v) for k, v in d.get("examples", {}).items()}
         return s
 
     def merge(self, other: "StepStats") -> None:
@@ -70,6 +83,9 @@ class StepStats:
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
         self.seconds += other.seconds
+        for reason, names in other.examples.items():
+            for n in names:
+                self.note(reason, n)
 
 
 class Step:
