@@ -1,0 +1,219 @@
+"""Direct Preference Optimization: an SFT run + preference pairs -> a chat run (kind "dpo").
+
+The algorithm (Rafailov et al. 2023, TRL's `sigmoid` loss), stated up front:
+1. log p(reply | prompt) is the sum of the model's token log-probs over the reply only (the
+   assistant's reply and its <|assistant_end|>; prompt and padding never count).
+2. Implicit reward r = beta * (log p_policy - log p_reference); the loss is
+   -log sigmoid(r_chosen - r_rejected), averaged over pairs. The reference is the SFT model, frozen.
+3. Reference log-probs are precomputed once for every pair before training (`ref="precompute"`,
+   the default: one forward per pair in all, and no second model in memory during training), or
+   computed on the fly each step (`ref="online"`). Same numbers either way.
+4. Chosen and rejected rows go through one forward together (2B rows, right-padded).
+5. Optimizers and schedule are SFT's (Muon + AdamW at a fraction of pretraining's rates,
+   linear decay to 0). Validation on held-out pairs: preference accuracy (r_chosen > r_rejected),
+   mean reward margin, loss, and the policy's log-prob change on chosen replies. Before training
+   the policy is the reference: every margin is 0, accuracy 0 (ties), loss log 2.
+Metric names follow TRL (rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from chatforge.common import ChatforgeError
+
+
+def reply_logps(model, x, y, autocast=None):
+    """Sum of log p(target) over positions whose target is not -1, per row -> [rows] fp32."""
+    import contextlib
+
+    with (autocast or contextlib.nullcontext)():
+        logits = model(x)
+    # cross_entropy is -log_softmax gathered at the target (never materialises the log-softmax)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+    return -nll.sum(1)
+
+
+def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float):
+    """-> (loss, chosen rewards, rejected rewards); rewards are beta * (log pi - log ref)."""
+    r_c = beta * (pi_chosen - ref_chosen)
+    r_r = beta * (pi_rejected - ref_rejected)
+    return -F.logsigmoid(r_c - r_r).mean(), r_c.detach(), r_r.detach()
+
+
+@torch.no_grad()
+def pair_logps(model, pairs, pad_id, device, batch_size=8, autocast=None):
+    """log p(chosen), log p(rejected) of every pair -> two [N] fp32 CPU tensors."""
+    from chatforge.posttrain.pairs import pair_batch
+
+    was = model.training
+    model.eval()
+    c, r = [], []
+    for s in range(0, len(pairs), batch_size):
+        chunk = pairs[s:s + batch_size]
+        x, y, _ = pair_batch(chunk, pad_id, device)
+        lp = reply_logps(model, x, y, autocast).cpu()
+        c.append(lp[:len(chunk)])
+        r.append(lp[len(chunk):])
+    model.train(was)
+    return torch.cat(c), torch.cat(r)
+
+
+def dpo_metrics(pi_c, pi_r, ref_c, ref_r, beta: float, prefix="val_") -> dict:
+    loss, rc, rr = dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+    return {f"{prefix}loss": float(loss), f"{prefix}accuracy": float((rc > rr).float().mean()),
+            f"{prefix}margin": float((rc - rr).mean()), f"{prefix}reward_chosen": float(rc.mean()),
+            f"{prefix}reward_rejected": float(rr.mean()),
+            f"{prefix}logp_chosen_delta": float((pi_c - ref_c).mean()), f"{prefix}pairs": len(pi_c)}
+
+
+@dataclass
+class DPOConfig:
+    base: str                      # SFT run (policy start and frozen reference)
+    pairs: str                     # preference pairs (JSONL, or 'hh-rlhf')
+    out: str                       # DPO run directory
+    beta: float = 0.1
+    ref: str = "precompute"        # precompute | online
+    steps: int | None = None       # default: one pass over the training pairs
+    batch_size: int = 16           # pairs per optimizer step
+    device_batch_size: int = 8     # pairs per forward
+    max_seq_len: int | None = None
+    lr_frac: float = 0.01          # fraction of pretraining's learning rates (below SFT's 0.02)
+    val_frac: float = 0.1
+    max_val: int = 256
+    limit: int | None = None
+    eval_every: int = 50
+    save_every: int = 200
+    log_every: int = 10
+    device: str | None = None
+    seed: int = 0
+    resume: bool = False
+    compile: bool = False
+
+
+def run_dpo(cfg: DPOConfig, log=print) -> Path:
+    import contextlib
+    import shutil
+
+    from chatforge.model import load_run, save_run
+    from chatforge.posttrain.pairs import pair_batch
+    from chatforge.posttrain.reward_model import _check_dirs, load_split_pairs
+    from chatforge.posttrain.sft import _read_log, step_rows
+    from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from chatforge.train.optim import build_optimizers, set_lr
+    from chatforge.train.progress import RunLogger
+    from chatforge.train.schedule import lr_multiplier
+
+    out, base = Path(cfg.out), Path(cfg.base)
+    _check_dirs(base, out, cfg.resume, "dpo")
+    if cfg.ref not in ("precompute", "online"):
+        raise ChatforgeError(f"--ref {cfg.ref!r}: use precompute or online")
+    if cfg.beta <= 0:
+        raise ChatforgeError("--beta must be > 0")
+    if (out / "config.json").exists() and "val_after" in json.loads((out / "config.json").read_text()):
+        log(f"{out} is a finished DPO run; nothing to do")
+        return out
+    resuming = cfg.resume and has_checkpoint(out)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    policy, tokenizer, base_config = load_run(base, device=device)
+    if tokenizer is None:
+        raise ChatforgeError(f"{base}/tokenizer is missing")
+    ref_model = load_run(base, device=device)[0].requires_grad_(False)
+    max_len = min(cfg.max_seq_len or policy.config.seq_len, policy.config.seq_len)
+    pad_id = tokenizer.bos_id
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    train, val, stats = load_split_pairs(cfg.pairs, tokenizer, max_len, cfg.val_frac, cfg.max_val, cfg.seed,
+                                         cfg.limit, None, log)
+    total = cfg.steps or math.ceil(len(train) / cfg.batch_size)
+
+    t = time.time()
+    ref_val = pair_logps(ref_model, val, pad_id, device, cfg.device_batch_size, autocast) if val else None
+    ref_train = None
+    if cfg.ref == "precompute":
+        ref_train = pair_logps(ref_model, train, pad_id, device, cfg.device_batch_size, autocast)
+        del ref_model  # not needed again: training reads the precomputed numbers
+        ref_model = None
+    log(f"reference log-probs of {len(val) + (len(train) if ref_train is not None else 0):,} pairs "
+        f"in {time.time() - t:.1f}s")
+
+    optimizers = build_optimizers(policy)
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["initial_lr"] *= cfg.lr_frac
+    data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train": len(train)}
+    meta = dict(kind="dpo", base=str(base), base_step=base_config.get("step"), pairs=str(cfg.pairs),
+                dpo={**asdict(cfg)}, max_seq_len=max_len, total_steps=total, pair_stats=dict(stats),
+                n_train_pairs=len(train), n_val_pairs=len(val))
+    step = 0
+    if resuming:
+        step = load_checkpoint(out, policy, optimizers)["step"]
+        log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
+    logger = RunLogger(out, config=meta, resume_step=step if resuming else None)
+    policy.train()
+    fwd = torch.compile(policy, dynamic=True) if cfg.compile else policy
+
+    def run_eval(at):
+        res = dpo_metrics(*pair_logps(policy, val, pad_id, device, cfg.device_batch_size, autocast), *ref_val, cfg.beta)
+        logger.log({"step": at, "kind": "val", **res})
+        log(f"step {at:>5}/{total} | held-out preference accuracy {res['val_accuracy']:.1%} | margin "
+            f"{res['val_margin']:+.3f} | loss {res['val_loss']:.4f} | chosen log-prob {res['val_logp_chosen_delta']:+.2f}")
+        return res
+
+    first = run_eval(0) if step == 0 and val else None
+    t0 = time.time()
+    while step < total:
+        set_lr(optimizers, lr_multiplier(step, total, kind="wsd", warmdown=1.0))
+        idx = step_rows(len(train), cfg.batch_size, step, cfg.seed)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, accuracy, margin, chosen reward (step means)
+        for s in range(0, len(idx), cfg.device_batch_size):
+            sel = idx[s:s + cfg.device_batch_size]
+            chunk = [train[i] for i in sel]
+            x, y, _ = pair_batch(chunk, pad_id, device)
+            lp = reply_logps(fwd, x, y, autocast)
+            if ref_train is not None:
+                ref_c, ref_r = ref_train[0][sel].to(device), ref_train[1][sel].to(device)
+            else:
+                with torch.no_grad():
+                    ref_lp = reply_logps(ref_model, x, y, autocast)
+                ref_c, ref_r = ref_lp[:len(chunk)], ref_lp[len(chunk):]
+            loss, rc, rr = dpo_loss(lp[:len(chunk)], lp[len(chunk):], ref_c, ref_r, cfg.beta)
+            w = len(chunk) / len(idx)
+            (loss * w).backward()
+            sums += torch.tensor([loss.item(), float((rc > rr).float().mean()), float((rc - rr).mean()),
+                                  float(rc.mean())], dtype=torch.float64) * w
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+        for opt in optimizers:
+            opt.step()
+        policy.zero_grad(set_to_none=True)
+        step += 1
+        if not math.isfinite(float(sums[0])):
+            raise ChatforgeError(f"loss became {float(sums[0])} at step {step}; lower --lr-frac or --beta")
+        if step % cfg.log_every == 0 or step == total:
+            rec = {"step": step, "kind": "train", "loss": float(sums[0]), "rewards/accuracies": float(sums[1]),
+                   "rewards/margins": float(sums[2]), "rewards/chosen": float(sums[3]), "grad_norm": grad_norm,
+                   "steps_per_s": step / max(1e-9, time.time() - t0)}
+            logger.log(rec)
+            log(f"step {step:>5}/{total} | loss {rec['loss']:.4f} | batch accuracy {sums[1]:.0%} | margin "
+                f"{sums[2]:+.3f} | {time.time() - t0:.0f}s")
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total and val:
+            run_eval(step)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+            save_checkpoint(out, policy, optimizers, step=step, loader_state=data_state,
+                            tokenizer=base / "tokenizer", run_config=meta)
+    last = run_eval(step) if val else {}
+    if first is None:
+        first = next((r for r in _read_log(out / "log.jsonl") if r.get("step") == 0 and r.get("kind") == "val"), {})
+    save_run(out, policy, base / "tokenizer", step=step, **meta, val_before=first, val_after=last)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    logger.close()
+    log(f"DPO run written to {out}: held-out preference accuracy {last.get('val_accuracy', float('nan')):.1%} "
+        f"(chance 50%), margin {last.get('val_margin', float('nan')):+.3f}")
+    return out
