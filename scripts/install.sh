@@ -16,4 +16,9 @@ if [ "${CHATFORGE_NO_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "note: could not install chromium; the browser test will be skipped"
 fi
+# The python tool's sandbox prefers bubblewrap; without it, util-linux unshare does the same job.
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "note: could not install bubblewrap; the sandbox will use unshare namespaces"
+fi
 echo "chatforge installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

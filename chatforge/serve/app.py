@@ -5,7 +5,9 @@
     GET  /v1/models, GET /health, GET / (web chat, static files, no CDN)
 
 Errors have OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with a 4xx status for
-anything the client can fix. Tool calls (python) are rendered into `content` as fenced blocks, so
+anything the client can fix. Host/Origin checks, the API key, the body-size and concurrency caps
+are one middleware in security.py; the max_tokens cap is checked here. Tool calls (python) are
+rendered into `content` as fenced blocks, so
 any OpenAI client shows them; `chatforge_parts` (an extra field) carries them as typed parts for
 the web page.
 """
@@ -25,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from chatforge.common import ChatforgeError
 from chatforge.infer.engine import ContextTooLong, Engine, Request, SamplingParams, merge_parts
 from chatforge.serve.scheduler import DONE, Scheduler
+from chatforge.serve.security import Policy, SecurityMiddleware
 
 STATIC = Path(__file__).with_name("static")
 MAX_N = 16
@@ -86,7 +89,8 @@ def _num(body, name, lo, hi, default, integer=False):
     return v
 
 
-def sampling_params(body: dict, default_stop_ids, use_tools: bool) -> tuple[SamplingParams, int]:
+def sampling_params(body: dict, default_stop_ids, use_tools: bool,
+                    max_tokens_cap: int = 1 << 20) -> tuple[SamplingParams, int]:
     stop = body.get("stop")
     if stop is None:
         stop = []
@@ -97,7 +101,8 @@ def sampling_params(body: dict, default_stop_ids, use_tools: bool) -> tuple[Samp
                        "stop", "invalid_value")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     params = SamplingParams(
-        max_tokens=_num({"max_tokens": max_tokens}, "max_tokens", 1, 1 << 20, 256, integer=True),
+        max_tokens=_num({"max_tokens": max_tokens}, "max_tokens", 1, max_tokens_cap, min(256, max_tokens_cap),
+                        integer=True),
         temperature=float(_num(body, "temperature", 0, 2, 1.0)),
         top_p=float(_num(body, "top_p", 1e-9, 1, 1.0)),
         top_k=_num(body, "top_k", 1, 1 << 30, None, integer=True),
@@ -141,8 +146,15 @@ def chat_messages(body) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------- the app
-def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str = "sft") -> FastAPI:
+def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str = "sft",
+               policy: Policy | None = None, max_tokens_cap: int | None = None) -> FastAPI:
+    """`policy`: the network guards (default: loopback only, no key, 1 MiB bodies, 64 generations);
+    `max_tokens_cap`: the most tokens one request may ask for (default: the model's context)."""
     app = FastAPI(title="chatforge", docs_url=None, redoc_url=None)
+    policy = policy or Policy()
+    max_tokens_cap = max_tokens_cap or engine.max_context
+    app.add_middleware(SecurityMiddleware, policy=policy)
+    app.state.policy = policy
     sched = Scheduler(engine, max_rows=max_batch)
     app.state.scheduler, app.state.engine = sched, engine
     created = int(time.time())
@@ -194,7 +206,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
     async def health():
         return {"status": "ok", "model": model_name, "batches": sched.batches, "joined": sched.joined,
                 "cancelled_rows": sched.cancelled_rows,
-                "busy_rows": sched.busy_rows,
+                "busy_rows": sched.busy_rows, "in_flight": policy.in_flight, "refused": policy.refused,
                 "queued": sched.inbox.qsize() + len(sched.waiting)}
 
     @app.get("/v1/models")
@@ -212,7 +224,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
         except ChatforgeError as e:
             raise APIError(400, str(e), "messages") from None
         check(ids)
-        params, n = sampling_params(body, None, use_tools=True)
+        params, n = sampling_params(body, None, use_tools=True, max_tokens_cap=max_tokens_cap)
         check_n(n)
         stream, include_usage = _stream_flag(body)
         want_lp = body.get("logprobs") is True
@@ -233,7 +245,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
         else:
             raise APIError(400, "'prompt' must be a string (or a list of token ids)", "prompt")
         check(ids)
-        params, n = sampling_params(body, (tok.bos_id,), use_tools=False)
+        params, n = sampling_params(body, (tok.bos_id,), use_tools=False, max_tokens_cap=max_tokens_cap)
         check_n(n)
         stream, include_usage = _stream_flag(body)
         want_lp = body.get("logprobs") not in (None, False, 0)

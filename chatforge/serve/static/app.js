@@ -161,7 +161,7 @@ async function streamReply(conv) {
     max_tokens: Math.max(1, parseInt($("max-tokens").value, 10) || 512),
   };
   try {
-    const res = await fetch("/v1/chat/completions", {
+    const res = await api("/v1/chat/completions", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body), signal: controller.signal,
     });
@@ -253,7 +253,20 @@ if (state.settings.maxTokens) $("max-tokens").value = state.settings.maxTokens;
 $("temperature-value").textContent = $("temperature").value;
 renderAll();
 
-fetch("/v1/models").then((r) => r.json()).then((d) => {
+// A server started with --api-key answers 401 on /v1: ask for the key once, keep it in this browser.
+async function api(path, opts = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const key = localStorage.getItem("chatforge-api-key");
+    const headers = { ...(opts.headers || {}), ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+    const res = await fetch(path, { ...opts, headers });
+    if (res.status !== 401 || attempt > 0) return res;
+    const entered = window.prompt("This server needs an API key (chatforge serve --api-key):");
+    if (!entered) return res;
+    localStorage.setItem("chatforge-api-key", entered.trim());
+  }
+}
+
+api("/v1/models").then((r) => r.json()).then((d) => {
   modelId = d.data[0].id;
   $("model-info").textContent = `${modelId} · context ${d.data[0].context_length} tokens`;
 }).catch(() => { $("model-info").textContent = "server unreachable"; });
