@@ -243,7 +243,7 @@ def run_rm(cfg: RMConfig, log=print) -> Path:
             rc, rr = r[:len(chunk)], r[len(chunk):]
             loss = bradley_terry_loss(rc, rr)
             (loss * len(chunk) / len(idx)).backward()
-            loss_sum += float(loss) * len(chunk) / len(idx)
+            loss_sum += loss.item() * len(chunk) / len(idx)
             acc += float((rc > rr).float().sum()) / len(idx)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0))
         for opt in optimizers:
