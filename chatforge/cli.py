@@ -19,9 +19,12 @@ STAGE_MODULES = [
     "chatforge.tokenizer.cli",   # tokenizer train / encode / show / report
     "chatforge.train.cli",       # train, sample
     "chatforge.posttrain.cli",   # sft
+    "chatforge.posttrain.knowledge_probe",  # probe
     "chatforge.infer.cli",       # chat
+    "chatforge.infer.search",    # index build / query
     "chatforge.serve.cli",       # serve
     "chatforge.eval.cli",        # eval
+    "chatforge.export.cli",      # export (Hugging Face, GGUF)
     "chatforge.pipeline.cli",    # speedrun
 ]
 

@@ -47,7 +47,9 @@ def tokenize(docs_dir, tokenizer, out_dir, val_fraction: float = 0.01, batch_doc
         for p in list(out.glob("train_*.bin")) + list(out.glob("val_*.bin")):
             p.unlink()
             p.with_suffix(".idx").unlink(missing_ok=True)
-    paths = doc_shards(docs_dir)
+    # several doc directories (e.g. the crawl and the fact world) tokenize into one set of shards
+    dirs = [docs_dir] if isinstance(docs_dir, (str, Path)) else list(docs_dir)
+    paths = [p for d in dirs for p in doc_shards(d)]
     writers = {s: ShardWriter(out, s, tok.vocab_size, tok.bos_id, shard_tokens=shard_tokens) for s in ("train", "val")}
     t0 = time.perf_counter()
     n_chars = 0
@@ -82,7 +84,7 @@ def tokenize(docs_dir, tokenizer, out_dir, val_fraction: float = 0.01, batch_doc
     tok_path = getattr(tok, "path", None)
     write_meta(out, vocab_size=tok.vocab_size, bos_id=tok.bos_id, splits=splits,
                tokenizer=str(Path(tok_path).resolve()) if tok_path else None,
-               source=str(Path(docs_dir).resolve()), val_fraction=val_fraction,
+               source=",".join(str(Path(d).resolve()) for d in dirs), val_fraction=val_fraction,
                chars=n_chars, seconds=round(seconds, 3), tokens_per_second=round(total / max(seconds, 1e-9)))
     import json
 
