@@ -89,6 +89,7 @@ class RLConfig:
     save_every: int = 50
     log_every: int = 1
     tools: bool = True
+    stop_token_ids: tuple[int, ...] | None = None  # None: the engine's (<|assistant_end|>, turn starts, <|bos|>)
     device: str | None = None
     seed: int = 0
     resume: bool = False
@@ -251,7 +252,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def generate(engine, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_k, tools: bool,
-             chunk_rows: int = 256) -> list[list]:
+             chunk_rows: int = 256, stop_token_ids=None) -> list[list]:
     """n completions of each prompt, in engine calls of at most ~chunk_rows rows."""
     from chatforge.infer.engine import Request, SamplingParams
 
@@ -259,7 +260,8 @@ def generate(engine, prompts: list[list[int]], n: int, max_tokens: int, temperat
     per_call = max(1, chunk_rows // n)
     for s in range(0, len(prompts), per_call):
         reqs = [Request(p, SamplingParams(max_tokens=max_tokens, temperature=temperature,
-                                          top_k=top_k if temperature > 0 else None, use_tools=tools), n)
+                                          top_k=top_k if temperature > 0 else None, use_tools=tools,
+                                          stop_token_ids=stop_token_ids), n)
                 for p in prompts[s:s + per_call]]
         done = engine.run_to_completion(reqs)
         out += [done[r.id] for r in reqs]
@@ -422,7 +424,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)  # the engine samples from torch's RNG
         prompts = [prompt_ids(engine, p, cfg.max_new_tokens) for p in problems]
         groups = generate(engine, prompts, cfg.group, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.tools,
-                          max(cfg.rollout_batch, cfg.group))
+                          max(cfg.rollout_batch, cfg.group), cfg.stop_token_ids)
         flat_p = [p for p, g in zip(problems, groups) for _ in g]
         flat_c = [c for g in groups for c in g]
         rewards = torch.tensor(reward_fn.score(flat_p, flat_c), dtype=torch.float32)
