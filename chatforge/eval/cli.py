@@ -17,8 +17,9 @@ def _eval(args):
         raise ChatforgeError(f"{run} is not a run directory (no config.json); pass the output of `chatforge train` or `sft`")
     limits = {"bpb": args.bpb_tokens, "t0_mc": args.limit_mc, "hellaswag": args.limit_mc, "arc": args.limit_mc,
               "mmlu": args.limit_mc, "gsm8k": args.limit_gsm8k, "gsm8k_tools": args.limit_gsm8k,
-              "humaneval": args.limit_humaneval, "probes": args.limit_probes}
-    paths = {"bpb_text": args.bpb_text, "hellaswag": args.hellaswag, "arc": args.arc, "mmlu": args.mmlu}
+              "humaneval": args.limit_humaneval, "probes": args.limit_probes, "facts": args.limit_facts}
+    paths = {"bpb_text": args.bpb_text, "hellaswag": args.hellaswag, "arc": args.arc, "mmlu": args.mmlu,
+             "facts": args.facts, "search_index": args.search_index}
     device = args.device or default_device()
     announce_isolation(args)  # humaneval and gsm8k_tools run model-written code in the sandbox
     results = evaluate(run, tasks=args.tasks, limits=limits, device=device, paths=paths, quiet=args.quiet)
@@ -32,7 +33,7 @@ def register(sub):
                        description=__doc__)
     p.add_argument("run", help="run directory (base or sft)")
     p.add_argument("--tasks", help="comma list of: bpb, t0_mc, hellaswag, arc, mmlu, gsm8k, gsm8k_tools, "
-                   "humaneval, probes (default: bpb,t0_mc for base runs, all available for chat runs)")
+                   "humaneval, probes, facts (default: bpb,t0_mc for base runs, all available for chat runs)")
     p.add_argument("--out", help="results JSON (default RUN/eval.json)")
     p.add_argument("--device", help="cpu / cuda (default: cuda if available)")
     p.add_argument("--bpb-tokens", type=int, help="cap on tokens scored for bpb (0 = all; default all)")
@@ -44,6 +45,9 @@ def register(sub):
     p.add_argument("--hellaswag", help="HellaSwag jsonl file")
     p.add_argument("--arc", help="ARC jsonl file")
     p.add_argument("--mmlu", help="MMLU csv file or directory")
+    p.add_argument("--facts", metavar="QA", help="QA JSONL for the facts task (adds it to the default tasks)")
+    p.add_argument("--search-index", help="search index (chatforge index build): facts also measured with search on")
+    p.add_argument("--limit-facts", type=int, help="fact questions (default: all held-out ones)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_unsafe_tool_arg(p)
     p.set_defaults(func=_eval)

@@ -315,6 +315,8 @@ def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path 
     parts += ["## Evaluation", ""]
     if base_eval or chat_eval:
         columns = {"base": base_eval, "chat (sft)": chat_eval}
+        if (out_dir / "eval" / "rl.json").is_file():
+            columns["chat (rl)"] = load_results(out_dir / "eval" / "rl.json")
         for name, d in (compare or {}).items():
             columns[f"{name} base"] = load_results(Path(d) / "base.json")
             columns[f"{name} chat"] = load_results(Path(d) / "sft.json")
@@ -326,7 +328,18 @@ def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path 
     table = probes_table(chat_eval)
     if table:
         parts += ["### Chat probes", "", table, ""]
+    from chatforge.posttrain.rl import rl_report_section
+    rl_text = rl_report_section(out_dir)
+    if rl_text:
+        parts += ["### Reinforcement learning (GRPO) on held-out arithmetic", "", rl_text, ""]
+    from chatforge.eval.facts import facts_section
+    facts = facts_section(out_dir)
+    if facts:
+        parts += ["### Factuality: knowledge probing and search", "", facts, ""]
     parts += ["## Sample conversations", "", sample_conversations(chat_eval), ""]
+    if (out_dir / "export").is_dir():
+        from chatforge.export.card import exported_files_section
+        parts += ["## Exported model", "", exported_files_section(out_dir / "export", out_dir), ""]
     return "\n".join(parts)
 
 

@@ -7,6 +7,8 @@ Tasks:
   gsm8k        GSM8K test accuracy, python tool off;  gsm8k_tools: the same with the tool on
   humaneval    HumanEval pass@1 (greedy), tests run in the python sandbox
   probes       chat probes from ../shared/data/chat-eval: prompt -> answer table
+  facts        held-out fact questions (--facts QA): accuracy, refusals, confident-wrong, with search
+               (--search-index INDEX) and without; added to the defaults when --facts is given
 Base runs default to the likelihood tasks; chat (sft) runs add the generative ones.
 """
 
@@ -19,19 +21,19 @@ from pathlib import Path
 from chatforge.common import ChatforgeError, atomic_write_json
 
 LIKELIHOOD_TASKS = ["bpb", "t0_mc", "hellaswag", "arc", "mmlu"]
-GENERATIVE_TASKS = ["gsm8k", "gsm8k_tools", "humaneval", "probes"]
+GENERATIVE_TASKS = ["gsm8k", "gsm8k_tools", "humaneval", "probes", "facts"]
 ALL_TASKS = LIKELIHOOD_TASKS + GENERATIVE_TASKS
 DEFAULT_BASE = ["bpb", "t0_mc"]
 DEFAULT_CHAT = ["bpb", "t0_mc", "gsm8k", "gsm8k_tools", "humaneval", "probes"]
 
 # per-task example caps; None = the whole set. CPU runs pass small numbers.
 DEFAULT_LIMITS = {"bpb": None, "t0_mc": 1000, "hellaswag": None, "arc": None, "mmlu": None,
-                  "gsm8k": None, "gsm8k_tools": None, "humaneval": None, "probes": 10}
+                  "gsm8k": None, "gsm8k_tools": None, "humaneval": None, "probes": 10, "facts": None}
 
 
 def parse_tasks(spec: str | None, kind: str) -> list[str]:
     if not spec:
-        return list(DEFAULT_CHAT if kind == "sft" else DEFAULT_BASE)
+        return list(DEFAULT_CHAT if kind in ("sft", "rl") else DEFAULT_BASE)
     tasks = [t.strip() for t in spec.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in ALL_TASKS]
     if unknown:
@@ -101,7 +103,10 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
     if tokenizer is None:
         raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; it cannot be evaluated")
     kind = config.get("kind", "base")
+    explicit = bool(tasks)
     tasks = parse_tasks(",".join(tasks) if isinstance(tasks, list) else tasks, kind)
+    if paths.get("facts") and not explicit and "facts" not in tasks:
+        tasks.append("facts")
     lim = {**DEFAULT_LIMITS, **{k: v for k, v in (limits or {}).items() if v is not None}}
     # 0 means "all" on the command line
     lim = {k: (None if v == 0 else v) for k, v in lim.items()}
@@ -129,6 +134,15 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
                 examples, info = loader(paths[task], limit=lim[task]), {}
             prog = _Progress(task, sum(len(e.choices) for e in examples), quiet)
             r = {**evaluate_mc(model, tokenizer, examples, device=device, progress=prog), **info}
+        elif task == "facts":
+            from chatforge.eval.facts import eval_facts, load_eval_questions
+
+            if not paths.get("facts"):
+                raise ChatforgeError("task facts needs a QA file: pass --facts QA (e.g. the qa.jsonl of "
+                                     "`chatforge data factworld`)")
+            questions = load_eval_questions(paths["facts"], lim[task])
+            prog = _Progress(task, len(questions), quiet)
+            r = eval_facts(model, tokenizer, kind, questions, search_index=paths.get("search_index"), progress=prog)
         else:
             if chat is None:
                 chat = make_chat(model, tokenizer)
@@ -155,7 +169,8 @@ def evaluate(run_dir, tasks=None, limits=None, device="cpu", paths=None, quiet=F
 # which number stands for each task in tables
 HEADLINE = {"bpb": ("bpb", "lower is better"), "t0_mc": ("acc_norm", ""), "hellaswag": ("acc_norm", ""),
             "arc": ("acc_norm", ""), "mmlu": ("acc", ""), "gsm8k": ("acc", ""), "gsm8k_tools": ("acc", ""),
-            "humaneval": ("pass@1", ""), "probes": ("n", "answers in the report")}
+            "humaneval": ("pass@1", ""), "probes": ("n", "answers in the report"),
+            "facts": ("confident_wrong", "lower is better")}
 
 
 def headline(task: str, r: dict) -> str:

@@ -10,7 +10,8 @@ def _speedrun(args):
     from chatforge.common import ChatforgeError
 
     preset = get_preset("smoke" if args.smoke else args.preset, nproc=args.nproc, train_tokens=args.train_tokens,
-                        sft_steps=args.sft_steps, batch_tokens=args.batch_tokens, max_epochs=args.max_epochs)
+                        sft_steps=args.sft_steps, batch_tokens=args.batch_tokens, max_epochs=args.max_epochs,
+                        facts_share=args.facts_share)
     out = args.out or f"runs/{preset.name}"
     compare = {}
     for item in args.compare or []:
@@ -39,6 +40,8 @@ def register(sub):
     p.add_argument("--until", help="stop after this stage (data, tokenizer, tokenize, pretrain, sft, eval-base, eval-sft)")
     p.add_argument("--nproc", type=int, help="GPUs to train on (torchrun when > 1; default: the preset's)")
     p.add_argument("--train-tokens", type=int, help="pretraining token budget (default: the preset's)")
+    p.add_argument("--facts-share", type=float, help="the fact world's share of pretraining text "
+                   "(0 = no factuality stages; default: the preset's)")
     p.add_argument("--sft-steps", type=int, help="SFT steps (default: the preset's)")
     p.add_argument("--batch-tokens", type=int, help="pretraining tokens per optimizer step (default: the preset's)")
     p.add_argument("--max-epochs", type=float, help="cap pretraining at this many passes over the corpus "

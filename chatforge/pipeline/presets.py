@@ -46,6 +46,14 @@ class Preset:
     sft_steps: int = 150
     sft_batch_size: int = 8
     sft_extra: tuple[str, ...] = ()
+    # RL (chatforge rl) from the SFT run: 0 steps = no rl stage
+    rl_task: str = "arithmetic:1"
+    rl_steps: int = 0
+    rl_extra: tuple[str, ...] = ()
+    # factuality (chatforge data factworld / probe / index): 0 = off
+    facts_share: float = 0.0        # the fact world's share of the pretraining corpus (characters)
+    facts_entities: int = 16        # people seen in pretraining, and as many never seen
+    facts_sft_share: float = 0.3    # the probe's SFT set's share of the SFT mixture
     # eval caps (0 = whole set)
     eval_limits: dict = field(default_factory=lambda: {
         "bpb_tokens": 50_000, "limit_mc": 200, "limit_gsm8k": 32, "limit_humaneval": 16, "limit_probes": 8})
@@ -62,6 +70,9 @@ PRESETS = {
         model="d3", seq_len=512, train_tokens=1_500_000, batch_tokens=8192,
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
+        rl_steps=30, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "200",
+                               "--lr-frac", "0.1", "--save-every", "10"),
+        facts_share=0.12,
         device="cpu",
     ),
     "smoke": Preset(
@@ -70,6 +81,8 @@ PRESETS = {
         inputs="shared-small", input_max_mb=3.0, vocab_size=512, model="d2", seq_len=128,
         train_tokens=40_000, batch_tokens=2048, train_extra=("--eval-every", "10", "--eval-tokens", "4096"),
         sft_mix="tiny", sft_steps=8, sft_batch_size=4, sft_extra=("--eval-every", "0", "--no-probes"),
+        rl_steps=2, rl_extra=("--prompts", "2", "--group", "2", "--max-new-tokens", "12", "--eval-problems", "4",
+                              "--pass-k", "2", "--eval-every", "0", "--save-every", "0"),
         eval_limits={"bpb_tokens": 2000, "limit_mc": 12, "limit_gsm8k": 4, "limit_humaneval": 2, "limit_probes": 2},
         device="cpu",
     ),

@@ -1,6 +1,6 @@
 """`chatforge speedrun`: raw text -> chat model + report card, one resumable command.
 
-  data build -> tokenizer train -> data tokenize -> train (base) -> sft -> eval base -> eval sft -> report
+  data build -> tokenizer train -> data tokenize -> train (base) -> sft -> eval base -> eval sft -> export -> report
 
 Each stage is the same `chatforge ...` command a user would type (printed before it runs), run as
 a subprocess so a stage's memory is freed when it ends and any stage can be rerun by hand.
@@ -67,7 +67,7 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str
     mix = "synthetic" if heldout else preset.sft_mix
     launcher = ["--standalone", f"--nproc_per_node={preset.nproc}"] if preset.nproc > 1 else []
     workers = str(max(1, min(os.cpu_count() or 1, 16)))
-    return [
+    stages = [
         Stage("data", ["data", "build", *inputs, "--out", str(docs), "--workers", workers], docs / "stats.json"),
         Stage("tokenizer", ["tokenizer", "train", str(docs), "--vocab-size", str(preset.vocab_size), "--out", str(tok)],
               tok),
@@ -85,7 +85,69 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str
                             *eval_flags], out / "eval" / "base.json"),
         Stage("eval-sft", ["eval", str(sft), *sft_tasks, "--out", str(out / "eval" / "sft.json"), *eval_flags],
               out / "eval" / "sft.json"),
+        # the chat model for transformers / llama.cpp / LM Studio / Ollama (docs/interop.md); Modelfile is written last
+        Stage("export", ["export", str(sft), "--format", "hf,gguf", "--quant", "f16,q8_0", "--out", str(out / "export")],
+              out / "export" / "Modelfile"),
     ]
+    if preset.rl_steps:
+        stages = with_rl(stages, preset, out, device, eval_flags, sft_tasks)
+    if preset.facts_share:
+        stages = with_fact_world(stages, preset, out, mix, device, eval_flags)
+    return stages
+
+
+def with_rl(stages: list[Stage], preset: Preset, out: Path, device: str, eval_flags: list[str],
+            chat_tasks: list[str]) -> list[Stage]:
+    """The RL stages (issue 19): GRPO from the SFT run on preset.rl_task (it measures held-out
+    accuracy before and after itself), then the RL run's evaluation: the report's RL column."""
+    rl, sft = out / "rl", out / "sft"
+    extra = {
+        "sft": [Stage("rl", ["rl", "--base", str(sft), "--task", preset.rl_task, "--out", str(rl),
+                             "--steps", str(preset.rl_steps), "--device", device, *preset.rl_extra],
+                      rl / "model.safetensors", resume_flag="--resume")],
+        "eval-sft": [Stage("eval-rl", ["eval", str(rl), *(chat_tasks or ["--tasks", "bpb,t0_mc,gsm8k_tools"]),
+                                       "--out", str(out / "eval" / "rl.json"), *eval_flags], out / "eval" / "rl.json")],
+    }
+    return [x for s in stages for x in [s, *extra.get(s.name, [])]]
+
+
+def with_fact_world(stages: list[Stage], preset: Preset, out: Path, mix: str, device: str,
+                    eval_flags: list[str]) -> list[Stage]:
+    """The factuality stages (issue 21): a synthetic fact world mixed into pretraining at
+    preset.facts_share, a search index over the documents plus every fact-world entity, a knowledge
+    probe of the base model whose SFT set (answers, refusals, search calls) SFT mixes in, and a
+    second SFT without probing (every fact answered confidently) that the report compares with."""
+    fw, index, probe = out / "factworld", out / "search.sqlite", out / "probe"
+    by = {s.name: s for s in stages}
+    qa = str(fw / "qa.jsonl")
+    facts_flags = ["--facts", qa, "--search-index", str(index)]
+    by["tokenize"].argv.insert(3, str(fw / "pretrain"))  # after the crawl's docs directory
+    sft = by["sft"]
+    sft.argv[sft.argv.index("--mix") + 1] = str(probe / "mix.json")
+    noprobe = Stage("sft-noprobe", [a if a != str(probe / "mix.json") else str(probe / "mix_confident.json")
+                                    for a in sft.argv], out / "sft-noprobe" / "model.safetensors",
+                    resume_flag="--resume", launcher=sft.launcher)
+    noprobe.argv[noprobe.argv.index("--out") + 1] = str(out / "sft-noprobe")
+    noprobe.argv += [] if "--no-probes" in noprobe.argv else ["--no-probes"]
+    ev = by["eval-sft"]
+    if "--tasks" in ev.argv:
+        ev.argv[ev.argv.index("--tasks") + 1] += ",facts"
+    ev.argv += facts_flags
+    extra = {
+        "data": [Stage("factworld", ["data", "factworld", "--out", str(fw), "--share", str(preset.facts_share),
+                                     "--docs", str(out / "docs"), "--seen", str(preset.facts_entities),
+                                     "--unseen", str(preset.facts_entities)], fw / "world.json")],
+        "pretrain": [Stage("index", ["index", "build", str(out / "docs"), str(fw / "web.jsonl"), "--out", str(index)],
+                           index),
+                     Stage("probe", ["probe", str(out / "base"), "--questions", qa, "--out", str(probe),
+                                     "--search-index", str(index), "--mix", mix, "--share", str(preset.facts_sft_share),
+                                     "--device", device], probe / "mix.json")],
+        "sft": [noprobe],
+        "eval-sft": [Stage("eval-facts-noprobe", ["eval", str(out / "sft-noprobe"), "--tasks", "facts",
+                                                  "--out", str(out / "eval" / "facts_noprobe.json"), *eval_flags,
+                                                  *facts_flags], out / "eval" / "facts_noprobe.json")],
+    }
+    return [x for s in stages for x in [s, *extra.get(s.name, [])]]
 
 
 def _marker(out: Path, stage: Stage) -> Path:

@@ -93,17 +93,42 @@ def test_presets_and_real_plan(tmp_path):
     p = get_preset("gpu-d20")
     stages = sr.plan(p, tmp_path, ["in.txt"], "cuda")
     names = [s.name for s in stages]
-    assert names == ["data", "tokenizer", "tokenize", "pretrain", "sft", "eval-base", "eval-sft"]
+    assert names == ["data", "tokenizer", "tokenize", "pretrain", "sft", "eval-base", "eval-sft", "export"]
     pre = stages[names.index("pretrain")]
     assert pre.command().startswith("torchrun --standalone --nproc_per_node=8 -m chatforge train --preset d20")
     assert pre.exec_argv(resume=True)[-1] == "--resume"
-    tiny = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu")
-    assert tiny[3].command().startswith("chatforge train --preset")
-    assert "--mix default" in tiny[4].command() and "--tasks bpb,t0_mc" in tiny[5].command()
+    no_facts = get_preset("cpu-tiny", facts_share=0.0)
+    tiny = {s.name: s for s in sr.plan(no_facts, tmp_path, ["in.txt"], "cpu")}
+    assert tiny["pretrain"].command().startswith("chatforge train --preset")
+    assert "--mix default" in tiny["sft"].command() and "--tasks bpb,t0_mc" in tiny["eval-base"].command()
     # without ../shared/data: generated SFT set, bpb on the held-out local text
-    local = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu", heldout="/x/heldout.txt")
-    assert "--mix synthetic" in local[4].command()
-    assert "--tasks bpb " in local[5].command() and "--bpb-text /x/heldout.txt" in local[6].command()
+    local = {s.name: s for s in sr.plan(no_facts, tmp_path, ["in.txt"], "cpu", heldout="/x/heldout.txt")}
+    assert "--mix synthetic" in local["sft"].command()
+    assert "--tasks bpb " in local["eval-base"].command() and "--bpb-text /x/heldout.txt" in local["eval-sft"].command()
+
+
+def test_fact_world_stages(tmp_path):
+    """cpu-tiny mixes the fact world into pretraining, probes the base model, SFTs with and
+    without the probe's set, and evaluates facts on both."""
+    stages = sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu")
+    names = [s.name for s in stages]
+    assert names[:5] == ["data", "factworld", "tokenizer", "tokenize", "pretrain"]
+    assert names.index("index") < names.index("probe") < names.index("sft") < names.index("sft-noprobe")
+    assert names.index("eval-sft") < names.index("eval-facts-noprobe")
+    by = {s.name: s for s in stages}
+    fw = tmp_path / "factworld"
+    assert f"--share 0.12 --docs {tmp_path / 'docs'}" in by["factworld"].command()
+    assert f"data tokenize {tmp_path / 'docs'} {fw / 'pretrain'} --tokenizer" in by["tokenize"].command()
+    assert f"--mix {tmp_path / 'probe' / 'mix.json'} " in by["sft"].command()
+    assert f"--mix {tmp_path / 'probe' / 'mix_confident.json'} " in by["sft-noprobe"].command()
+    assert by["sft-noprobe"].output == tmp_path / "sft-noprobe" / "model.safetensors"
+    assert by["probe"].command().startswith(f"chatforge probe {tmp_path / 'base'} --questions {fw / 'qa.jsonl'}")
+    for ev in ("eval-sft", "eval-facts-noprobe"):
+        assert f"--facts {fw / 'qa.jsonl'} --search-index {tmp_path / 'search.sqlite'}" in by[ev].command()
+    # without ../shared/data the chat eval's explicit task list gains facts
+    local = {s.name: s for s in sr.plan(get_preset("cpu-tiny"), tmp_path, ["in.txt"], "cpu", heldout="/x/h.txt")}
+    assert "--tasks bpb,facts " in local["eval-sft"].command()
+    assert "factworld" not in [s.name for s in sr.plan(get_preset("smoke"), tmp_path, ["in.txt"], "cpu")]
 
 
 def test_token_budget_capped_by_epochs_once_the_corpus_is_known(tmp_path):
