@@ -44,15 +44,6 @@ def eval_facts(model, tokenizer, kind: str, questions: list[dict], search_index=
                      "grade": grade(text, q["answer"])})
     if progress:
         progress(len(questions))
-    seen = [r for r in rows if r["seen"] is True]
-    unseen = [r for r in rows if r["seen"] is False]
-    all_r = _rates(rows, "grade")
-    out = {"n": len(rows), "acc": all_r["correct"], "confident_wrong": all_r["wrong"], "refusal": all_r["refused"]}
-    if seen or unseen:
-        s, u = _rates(seen, "grade"), _rates(unseen, "grade")
-        out.update({"n_seen": s["n"], "acc_seen": s["correct"], "refusal_seen": s["refused"],
-                    "wrong_seen": s["wrong"], "n_unseen": u["n"], "acc_unseen": u["correct"],
-                    "refusal_unseen": u["refused"], "wrong_unseen": u["wrong"]})
     if search_index and kind != "base":  # a base model has learned no tool calls
         from chatforge.infer.search import search_tool
         from chatforge.infer.tools import ToolRegistry
@@ -65,6 +56,21 @@ def eval_facts(model, tokenizer, kind: str, questions: list[dict], search_index=
             r["searched"] = [p["text"] for p in parts if p["type"] == "search"]
             r["reply_search"] = reply_text(parts).strip()
             r["grade_search"] = grade(r["reply_search"], r["answer"])
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Graded rows ({"seen", "grade"} and, with search, {"grade_search", "searched"}) -> the metrics."""
+    seen = [r for r in rows if r["seen"] is True]
+    unseen = [r for r in rows if r["seen"] is False]
+    all_r = _rates(rows, "grade")
+    out = {"n": len(rows), "acc": all_r["correct"], "confident_wrong": all_r["wrong"], "refusal": all_r["refused"]}
+    if seen or unseen:
+        s, u = _rates(seen, "grade"), _rates(unseen, "grade")
+        out.update({"n_seen": s["n"], "acc_seen": s["correct"], "refusal_seen": s["refused"],
+                    "wrong_seen": s["wrong"], "n_unseen": u["n"], "acc_unseen": u["correct"],
+                    "refusal_unseen": u["refused"], "wrong_unseen": u["wrong"]})
+    if rows and "grade_search" in rows[0]:
         a = _rates(rows, "grade_search")
         out.update({"acc_search": a["correct"], "confident_wrong_search": a["wrong"],
                     "search_rate": sum(bool(r["searched"]) for r in rows) / max(1, len(rows))})
