@@ -22,6 +22,7 @@ raises here: every failure comes back as text in SandboxResult.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import selectors
 import shutil
@@ -36,6 +37,9 @@ from pathlib import Path
 from chatforge.infer.sandbox_runner import SANDBOX_TMP_BYTES, python_paths, seccomp_program, system_paths
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
+# Started as a module, not a script, so that its cached bytecode is used (compiling it costs ~12 ms
+# of CPU per call); its directory leaves sys.path before the model's code runs.
+BOOT = "import sys; sys.path.insert(0, {!r}); import sandbox_runner; sys.path.pop(0); sandbox_runner.main()"
 MODES = ("bwrap", "unshare")
 UNSAFE_ENV = "CHATFORGE_UNSAFE_PYTHON_TOOL"  # set by --unsafe-python-tool (inherited by workers)
 OFF_MESSAGE = ("[python tool is off: this machine allows no sandbox (neither bubblewrap nor user "
@@ -127,13 +131,16 @@ def describe_isolation() -> str:
 # ------------------------------------------------------------------------- one call
 def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None]:
     """The argv for `mode` (None if its tool is missing) and the fd carrying the seccomp filter."""
-    runner = [sys.executable, "-I", "-S", "-B", str(RUNNER), mode, *limits,
+    runner = [sys.executable, "-I", "-S", "-B", "-c", BOOT.format(str(RUNNER.parent)), mode, *limits,
               os.pathsep.join(python_paths()), os.pathsep.join(_site_dirs())]
     if mode == "unshare":
         if not shutil.which("unshare"):
             return None, None
         user = [] if _is_root() else ["--user", "--map-root-user"]
-        return ["unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
+        # setpriv: if this process dies (even by SIGKILL), so does unshare, then the runner
+        # (its own parent-death signal), then the whole pid namespace: bwrap's --die-with-parent
+        die = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+        return [*die, "unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
                 "--kill-child", *runner], None
     if mode == "bwrap":
         if not shutil.which("bwrap"):
@@ -145,8 +152,11 @@ def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None
         cmd += ["--size", str(SANDBOX_TMP_BYTES), "--tmpfs", "/tmp"]  # before binds under /tmp
         for p in python_paths():
             cmd += ["--ro-bind", p, p]
-        cmd += ["--ro-bind", str(RUNNER), "/.runner.py", "--proc", "/proc", "--dev", "/dev",
-                "--remount-ro", "/", "--chdir", "/tmp"]
+        cmd += ["--ro-bind", str(RUNNER), "/.runner/sandbox_runner.py"]
+        pyc = importlib.util.cache_from_source(str(RUNNER))
+        if os.path.exists(pyc):
+            cmd += ["--ro-bind", pyc, "/.runner/__pycache__/" + os.path.basename(pyc)]
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
         fd = None
         prog = seccomp_program()
         if prog is not None:
@@ -155,7 +165,7 @@ def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None
             os.close(w)
             cmd += ["--seccomp", str(r)]
             fd = r
-        runner[4] = "/.runner.py"
+        runner[5] = BOOT.format("/.runner")
         return cmd + runner, fd
     if mode == "unsafe":
         return runner, None

@@ -1,4 +1,4 @@
-"""The child side of the python sandbox (run as a script; sandbox.py imports only its helpers).
+"""The child side of the python sandbox (started by sandbox.BOOT; sandbox.py imports its helpers).
 
 argv: MODE MEM_BYTES CPU_SECONDS NPROC FSIZE_BYTES PYTHON_PATHS SITE_DIRS (the last two joined by
 os.pathsep, computed by the caller: started with -S, we do not know our venv). The code to run
@@ -19,13 +19,11 @@ Every mode: resource limits, then exec the code like a notebook cell (a trailing
 value is printed).
 """
 
-import ast
-import linecache
+import _ast  # the C half of `ast`: importing `ast` itself costs ~10 ms a call
 import os
 import resource
-import struct
+import signal
 import sys
-import traceback
 
 NOBODY = 65534
 SANDBOX_TMP_BYTES = 64 << 20  # the private /tmp: a write bomb gets ENOSPC here, not the host disk
@@ -87,6 +85,8 @@ def seccomp_program() -> bytes | None:
     arch = ARCHES.get(os.uname().machine)
     if arch is None:
         return None
+    import struct
+
     audit_arch, nr = arch
     errno = lambda e: 0x00050000 | e  # noqa: E731  (SECCOMP_RET_ERRNO)
     # (code, jump-if-true label, jump-if-false label, k); labels resolve to relative offsets
@@ -120,7 +120,7 @@ def seccomp_program() -> bytes | None:
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 24, 38, 22, 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 24, 38, 22, 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
@@ -229,6 +229,8 @@ def drop_privileges(k: _Kernel) -> None:
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
     k.drop_capabilities()
+    # die with `unshare` (our parent, outside the namespace); set after setresuid, which clears it
+    k.check(k.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
     k.no_new_privs_and_seccomp()
 
 
@@ -254,11 +256,10 @@ def _unsafe_guard(event, args):
 
 
 def _run_cell(code: str) -> None:
-    linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")  # tracebacks show source
-    tree = ast.parse(code, "<cell>", "exec")
+    tree = compile(code, "<cell>", "exec", _ast.PyCF_ONLY_AST)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
     env = {"__name__": "__main__", "__builtins__": __builtins__}
     exec(compile(tree, "<cell>", "exec"), env)
     if last is not None:
@@ -293,6 +294,10 @@ def main() -> None:
     except SystemExit:
         raise
     except BaseException:
+        import linecache
+        import traceback
+
+        linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")  # show source lines
         etype, value, tb = sys.exc_info()
         while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
             tb = tb.tb_next  # hide this runner's frames; show only the user's code

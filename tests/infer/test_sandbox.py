@@ -382,3 +382,25 @@ def test_seccomp_program_is_well_formed():
     if prog is None:
         pytest.skip(f"no seccomp table for {os.uname().machine}")
     assert len(prog) % 8 == 0 and 20 < len(prog) // 8 < 256  # jump offsets are one byte
+
+
+@pytest.mark.parametrize("mode", sandbox.MODES)
+def test_sandbox_dies_with_its_caller(mode):
+    """A server killed by SIGKILL (no cleanup code runs) leaves no sandbox behind."""
+    if mode not in available_modes():
+        pytest.skip(f"isolation mode {mode!r} is not available here")
+    marker = f"{random.randint(100, 999)}.{random.randint(100, 999)}"
+    code = (f"import os, time\nif os.fork() == 0:\n    os.execvp('sleep', ['sleep', '{marker}'])\n"
+            "print('up', flush=True)\ntime.sleep(60)")
+    caller = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    caller.stdin.write(json.dumps({"code": code, "mode": mode, "kw": {"timeout": 60}}))
+    caller.stdin.close()
+    for _ in range(200):
+        if processes_with(marker):
+            break
+        time.sleep(0.05)
+    assert processes_with(marker), "the sandboxed child never started"
+    caller.kill()
+    caller.wait()
+    assert_none_survive(marker)
