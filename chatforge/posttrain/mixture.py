@@ -54,6 +54,7 @@ MIXTURES = {
         {"source": "alpaca_seed", "epochs": 3},
         {"source": "identity", "examples": 1000},
         {"source": "dont_know", "examples": 500},
+        {"source": "arithmetic", "examples": 3000, "args": {"level": 1}},  # the speedrun's RL task
     ]},
     # for the CPU speedrun: a few thousand conversations
     "tiny": {"seed": 0, "val_per_set": 20, "sets": [
@@ -63,6 +64,7 @@ MIXTURES = {
         {"source": "alpaca_seed", "epochs": 1},
         {"source": "identity", "examples": 300},
         {"source": "dont_know", "examples": 100},
+        {"source": "arithmetic", "examples": 300, "args": {"level": 1}},
     ]},
     # generated sets only: needs no ../shared/data (CI smoke runs, tests)
     "synthetic": {"seed": 0, "val_per_set": 10, "sets": [

@@ -617,3 +617,33 @@ def plot_rl(run_dir) -> Path:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
+
+
+def rl_report_section(out_dir) -> str:
+    """The report card's RL section (DIR/rl/): held-out accuracy after SFT and after RL with n and a
+    Wilson 95% interval, the run's settings and its plot. '' when there is no finished RL run."""
+    import os
+
+    rl_dir = Path(out_dir) / "rl"
+    if not (rl_dir / "config.json").is_file():
+        return ""
+    cfg = json.loads((rl_dir / "config.json").read_text())
+    if cfg.get("kind") != "rl" or "heldout_after" not in cfg:
+        return ""
+    s = cfg.get("rl", {})
+    k = cfg["heldout_after"].get("k") or 0
+    lines = [f"| model | greedy accuracy | 95% CI (Wilson) | n | pass@1 ({k} samples) | pass@{k} |",
+             "|---|---|---|---|---|---|"]
+    for name, h in (("after SFT", cfg.get("heldout_before") or {}), (f"after RL ({cfg.get('step')} steps)", cfg["heldout_after"])):
+        if h.get("greedy_acc") is None:
+            continue
+        lo, hi = h.get("ci95") or (float("nan"), float("nan"))
+        lines.append(f"| {name} | {h['greedy_acc']:.1%} ({h['correct']}/{h['n']}) | [{lo:.1%}, {hi:.1%}] | {h['n']} | "
+                     f"{h.get('pass@1', float('nan')):.1%} | {h.get(f'pass@{k}', float('nan')):.1%} |")
+    lines += ["", f"Task `{cfg.get('task')}` (held-out problems never trained on), reward `{s.get('reward')}`; "
+              f"{s.get('prompts')} problems x {s.get('group')} samples per step, <= {s.get('max_new_tokens')} new "
+              f"tokens, python tool {'on' if s.get('tools') else 'off'}, lr x{s.get('lr_frac')}, KL coefficient "
+              f"{s.get('kl')}, {s.get('updates')} update(s) per batch."]
+    if (rl_dir / "rl.png").is_file():
+        lines += ["", f"![RL curves]({os.path.relpath(rl_dir / 'rl.png', out_dir)})"]
+    return "\n".join(lines)

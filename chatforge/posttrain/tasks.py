@@ -2,7 +2,7 @@
 
 A task spec names where problems come from (`chatforge rl --task SPEC`):
   gsm8k               GSM8K: train split to practise on, test split held out (final `#### N`)
-  arithmetic[:LEVEL]  generated arithmetic word problems, LEVEL 0-3 (default 1), endless and
+  arithmetic[:LEVEL]  generated arithmetic (word) problems, LEVEL 0-4 (default 2), endless and
                       deterministic: problem i of a seed is always the same one
   jsonl:PATH          your own: one JSON object a line, {"prompt": str, "answer": str,
                       "verifier": name (default "number"), "split": "train"|"test" (optional)};
@@ -15,9 +15,11 @@ The arithmetic task is also an SFT set (`arithmetic_conversations`, source "arit
 mixtures): the reply calls the python tool with the expression and copies its output into the
 answer, the same shape the RL run then reinforces. Levels:
   0  "What is 7 + 5?"                      two digits 1-9, + or -
-  1  a one-step word problem               two numbers 2-20, + or -
-  2  a one-step word problem               numbers 2-99, + - or x
-  3  a two-step word problem               three numbers 2-50, + then -
+  1  "What is 47 - 25?"                    two numbers 2-99, + or -
+  2  a one-step word problem               two numbers 2-20, + or -
+  3  a one-step word problem               numbers 2-99, + - or x
+  4  a two-step word problem               three numbers 2-50, + then -
+The speedrun's d3 model practises level 1; GSM8K-sized models can start at 3 or 4.
 """
 
 from __future__ import annotations
@@ -130,30 +132,30 @@ _MUL = ["{n} has {a} bags with {b} {x} in each bag. How many {x} does {n} have?"
         "{n} buys {a} packs of {x}. Each pack has {b} {x}. How many {x} does {n} buy?"]
 _TWO = ["{n} has {a} {x}. {p} gets {b} more and then gives away {c}. How many {x} does {n} have now?",
         "{n} had {a} {x}, found {b} more and lost {c}. How many {x} are left?"]
-ARITHMETIC_LEVELS = (0, 1, 2, 3)
+ARITHMETIC_LEVELS = (0, 1, 2, 3, 4)
 
 
-def arithmetic_problem(rng: random.Random, level: int = 1) -> tuple[Problem, str]:
+def arithmetic_problem(rng: random.Random, level: int = 2) -> tuple[Problem, str]:
     """One generated problem and the python expression that solves it."""
     n, x = rng.choice(_NAMES), rng.choice(_ITEMS)
     fill = dict(n=n, p="She" if n in ("Mia", "Ana", "Zoe", "Eva", "Kim", "Ivy") else "He", x=x)
-    if level == 3:
+    if level == 4:
         a, b = rng.randint(2, 50), rng.randint(2, 50)
         c = rng.randint(2, a + b - 1)
         expr, value = f"{a} + {b} - {c}", a + b - c
         prompt = rng.choice(_TWO).format(a=a, b=b, c=c, **fill)
     else:
-        lo, hi = (1, 9) if level == 0 else (2, 99) if level == 2 else (2, 20)
-        op = rng.choice("+-*" if level == 2 else "+-")
+        lo, hi = {0: (1, 9), 1: (2, 99), 2: (2, 20), 3: (2, 99)}[level]
+        op = rng.choice("+-*" if level == 3 else "+-")
         a, b = rng.randint(lo, hi), rng.randint(lo, hi)
         if op == "-":
-            a, b = max(a, b) + 1, min(a, b)
+            a, b = max(a, b) + (level >= 2), min(a, b)  # word problems never reach zero
         if op == "*":
             b = rng.randint(2, 12)
         expr = f"{a} {op} {b}"
         value = a + b if op == "+" else a - b if op == "-" else a * b
-        if level == 0:
-            prompt = f"What is {a} {op.replace('*', 'x')} {b}?"
+        if level <= 1:
+            prompt = f"What is {a} {op} {b}?"
         else:
             prompt = rng.choice(_ADD if op == "+" else _SUB if op == "-" else _MUL).format(a=a, b=b, **fill)
     return Problem(prompt, str(value), "number"), expr
@@ -170,7 +172,7 @@ class ArithmeticTask(Task):
 
     HELDOUT = 1000
 
-    def __init__(self, level: int = 1, seed: int = 0):
+    def __init__(self, level: int = 2, seed: int = 0):
         if level not in ARITHMETIC_LEVELS:
             raise ChatforgeError(f"arithmetic level must be one of {ARITHMETIC_LEVELS}, not {level!r}")
         self.name, self.level, self.seed = f"arithmetic:{level}", level, seed
@@ -274,9 +276,9 @@ def get_task(spec: str, seed: int = 0) -> Task:
         return gsm8k_task(arg or None)
     if name == "arithmetic":
         try:
-            level = int(arg) if arg else 1
+            level = int(arg) if arg else 2
         except ValueError:
-            raise ChatforgeError(f"arithmetic level must be an integer 0-3, not {arg!r}") from None
+            raise ChatforgeError(f"arithmetic level must be an integer 0-4, not {arg!r}") from None
         return ArithmeticTask(level, seed)
     if name == "jsonl":
         if not arg:

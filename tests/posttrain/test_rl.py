@@ -9,7 +9,6 @@ import torch
 
 from chatforge.common import ChatforgeError
 from chatforge.infer.engine import Completion, Engine, SamplingParams
-from chatforge.infer.tools import default_tools
 from chatforge.posttrain import rl as rl_mod
 from chatforge.posttrain.tasks import ArithmeticTask, get_task, is_heldout, verify_number
 
@@ -104,19 +103,29 @@ def test_loss_mask_prompt_and_tool_output_get_no_gradient(tiny_tokenizer, tiny_m
     assert stats["kl_sum"] > 0 and stats["entropy_sum"] > 0
 
 
-def test_a_failed_or_timed_out_tool_call_is_detected_and_the_fast_tool_matches_the_sandbox(tiny_tokenizer, tiny_model):
-    _, c, _, _ = _scripted_rollout(tiny_tokenizer, tiny_model, "1/0")
-    assert "ZeroDivisionError" in c.parts[2]["text"] and rl_mod.tool_failed(c)
+def test_a_failed_or_timed_out_tool_call_is_detected_and_arithmetic_runs_in_process(tiny_tokenizer, tiny_model):
+    from chatforge.infer.sandbox import SandboxResult
+
     _, ok, _, _ = _scripted_rollout(tiny_tokenizer, tiny_model, "6 * 7")
+    assert ok.parts[2] == {"type": "python_output", "text": "42\n"}
     assert not rl_mod.tool_failed(ok) and rl_mod.tool_calls(ok) == 1
-    timeout = Completion(0, [{"type": "python", "text": "while 1: pass"},
-                             {"type": "python_output", "text": "[timed out, process killed]"}], [], [], "stop", 1, 1)
-    assert rl_mod.tool_failed(timeout)
-    # arithmetic runs in process, printing what the sandbox prints; anything else goes to the sandbox
-    fast, sandbox = rl_mod.rollout_tools().get("python"), default_tools().get("python")
-    for code in ("48/2", "7 + 5", "3 * (4 - 9)", "2**10", "7 // 2"):
-        assert fast.run(code) == sandbox.run(code), code
-    assert fast.run("print('hi')") == "hi\n"
+
+    def rollout(result):
+        return Completion(0, [{"type": "python", "text": "x"}, {"type": "python_output", "text": result.as_tool_output()},
+                              {"type": "text", "text": "So 42."}], [], [], "stop", 1, 1)
+
+    error = SandboxResult("Traceback ...\nZeroDivisionError: division by zero\n", exit_code=1)
+    timeout = SandboxResult("partial\n", exit_code=None, timed_out=True)
+    both = SandboxResult("x" * 10, exit_code=1, timed_out=True, truncated=True)
+    assert rl_mod.tool_failed(rollout(error)) and rl_mod.tool_failed(rollout(timeout)) and rl_mod.tool_failed(rollout(both))
+    assert not rl_mod.tool_failed(rollout(SandboxResult("42\n", exit_code=0)))
+    assert rl_mod.tool_failed(Completion(0, [{"type": "python_output", "text": "[tool python failed: OSError: x]"}],
+                                         [], [], "stop", 1, 1))
+    # plain arithmetic is evaluated in process and prints what python's REPL (so the sandbox) prints
+    fast = rl_mod.rollout_tools().get("python")
+    for code, out in (("48/2", "24.0\n"), ("7 + 5", "12\n"), ("3 * (4 - 9)", "-15\n"), ("2**10", "1024\n"),
+                      ("7 // 2", "3\n"), ("0.1 + 0.2", "0.30000000000000004\n")):
+        assert fast.run(code) == out == repr(eval(code)) + "\n", code
 
 
 # --------------------------------------------------------------------------- verifiers
@@ -207,3 +216,29 @@ def test_wilson_interval():
     lo, hi = rl_mod.wilson(20, 100)
     assert lo == pytest.approx(0.1334, abs=1e-3) and hi == pytest.approx(0.2888, abs=1e-3)
     assert rl_mod.wilson(0, 10)[0] == 0.0
+
+
+def test_speedrun_plans_rl_after_sft_and_the_report_shows_it(tmp_path):
+    from chatforge.pipeline import speedrun as sr
+    from chatforge.pipeline.presets import get_preset
+
+    for preset in ("cpu-tiny", "smoke"):
+        p = get_preset(preset, facts_share=0.0)
+        names = [s.name for s in sr.plan(p, tmp_path, ["in.txt"], "cpu")]
+        assert names.index("sft") + 1 == names.index("rl") and names.index("eval-sft") + 1 == names.index("eval-rl")
+    by = {s.name: s for s in sr.plan(get_preset("cpu-tiny", facts_share=0.0), tmp_path, ["in.txt"], "cpu")}
+    assert by["rl"].command().startswith(f"chatforge rl --base {tmp_path / 'sft'} --task arithmetic:1 --out {tmp_path / 'rl'}")
+    assert by["rl"].resume_flag == "--resume" and by["eval-rl"].output == tmp_path / "eval" / "rl.json"
+    assert "rl" not in [s.name for s in sr.plan(get_preset("gpu-d20"), tmp_path, ["in.txt"], "cuda")]
+
+    # the report: accuracy after SFT and after RL with n and a Wilson interval
+    (tmp_path / "rl").mkdir()
+    h = lambda c: {"greedy_acc": c / 200, "n": 200, "correct": c, "ci95": list(rl_mod.wilson(c, 200)),  # noqa: E731
+                   "pass@1": c / 210, "pass@4": c / 150, "k": 4}
+    (tmp_path / "rl" / "config.json").write_text(json.dumps({
+        "kind": "rl", "task": "arithmetic:1", "step": 30, "heldout_before": h(40), "heldout_after": h(90),
+        "rl": {"reward": "verifier", "prompts": 8, "group": 8, "max_new_tokens": 48, "tools": True,
+               "lr_frac": 0.1, "kl": 0.0, "updates": 1}}))
+    text = rl_mod.rl_report_section(tmp_path)
+    assert "| after SFT | 20.0% (40/200) | [15.0%, 26.1%] | 200 |" in text
+    assert "| after RL (30 steps) | 45.0% (90/200) |" in text and "arithmetic:1" in text
