@@ -105,3 +105,24 @@ def model_card(run_dir: Path, run_cfg: dict, tok, state: dict) -> str:
         "```", "",
     ]
     return "\n".join(lines)
+
+
+def exported_files_section(export_dir: Path, out_dir: Path) -> str:
+    """The report card's list of exported files and the one command that runs each kind."""
+    files = sorted(p for p in Path(export_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        return "_nothing exported yet_"
+    rel = Path(export_dir).relative_to(out_dir) if Path(export_dir).is_relative_to(out_dir) else Path(export_dir)
+    rows = [f"| `{rel / p.name}` | {p.stat().st_size / 1e6:.1f} MB |" for p in files]
+    ggufs = [p.name for p in files if p.suffix == ".gguf"]
+    lines = ["| file | size |", "|---|---|", *rows, ""]
+    if (Path(export_dir) / "config.json").is_file():
+        lines.append(f"- transformers: `AutoModelForCausalLM.from_pretrained(\"{rel}\")`, "
+                     f"`AutoTokenizer.from_pretrained(\"{rel}\")` (chat template included)")
+    if ggufs:
+        lines.append(f"- llama.cpp: `llama-cli -m {rel / ggufs[-1]} --jinja -cnv` or `llama-server -m "
+                     f"{rel / ggufs[-1]} --jinja`; LM Studio: `lms import {rel / ggufs[-1]}`")
+    if (Path(export_dir) / "Modelfile").is_file():
+        lines.append(f"- Ollama: `cd {rel} && ollama create chatforge -f Modelfile && ollama run chatforge`")
+    lines.append("- details: docs/interop.md")
+    return "\n".join(lines)

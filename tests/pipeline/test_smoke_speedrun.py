@@ -14,11 +14,11 @@ def test_smoke_speedrun_end_to_end_and_resume(tmp_path):
     cmd = [sys.executable, "-m", "chatforge", "speedrun", "--smoke", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("data build", "tokenizer train", "data tokenize", "train --preset", "sft --base", "eval "):
+    for stage in ("data build", "tokenizer train", "data tokenize", "train --preset", "sft --base", "eval ", "export "):
         assert f"$ chatforge {stage}" in first.stdout  # each stage's command is printed
     report = (out / "report.md").read_text()
     for heading in ("## Environment", "## Time and cost per stage", "## Data", "## Tokenizer", "## Training",
-                    "## Evaluation", "## Sample conversations"):
+                    "## Evaluation", "## Sample conversations", "## Exported model"):
         assert heading in report
     assert (out / "loss.png").stat().st_size > 1000
     base = json.loads((out / "eval" / "base.json").read_text())
@@ -30,4 +30,4 @@ def test_smoke_speedrun_end_to_end_and_resume(tmp_path):
     # a second call finds every stage complete and only rewrites the report
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("done earlier") == 7 and "$ chatforge" not in second.stdout
+    assert second.stdout.count("done earlier") == 8 and "$ chatforge" not in second.stdout
