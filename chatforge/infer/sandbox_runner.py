@@ -1,4 +1,4 @@
-"""The child side of the python sandbox (started by sandbox.BOOT; sandbox.py imports its helpers).
+"""The child side of the python sandbox (sent compiled by sandbox.BOOT; sandbox.py imports its helpers).
 
 argv: MODE MEM_BYTES CPU_SECONDS NPROC FSIZE_BYTES PYTHON_PATHS SITE_DIRS (the last two joined by
 os.pathsep, computed by the caller: started with -S, we do not know our venv). The code to run
@@ -22,7 +22,6 @@ value is printed).
 import _ast  # the C half of `ast`: importing `ast` itself costs ~10 ms a call
 import os
 import resource
-import signal
 import sys
 
 NOBODY = 65534
@@ -120,6 +119,7 @@ def seccomp_program() -> bytes | None:
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+SIGKILL = 9  # not signal.SIGKILL: importing `signal` (enum, functools, ...) costs ~10 ms a call
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 24, 38, 22, 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
@@ -230,7 +230,7 @@ def drop_privileges(k: _Kernel) -> None:
         os.setresuid(NOBODY, NOBODY, NOBODY)
     k.drop_capabilities()
     # die with `unshare` (our parent, outside the namespace); set after setresuid, which clears it
-    k.check(k.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    k.check(k.libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "pdeathsig")
     k.no_new_privs_and_seccomp()
 
 
@@ -289,6 +289,8 @@ def main() -> None:
     # started with -S: site's .pth processing (editable-install finders) costs ~100 ms a call;
     # the model's code still imports what site-packages holds
     sys.path += [p for p in site_dirs if os.path.isdir(p)]
+    sys.argv = [""]
+    sys.stderr = sys.stdout  # one buffer for both: prints and tracebacks arrive in the order made
     try:
         _run_cell(code)
     except SystemExit:
