@@ -30,15 +30,35 @@ import torch.nn.functional as F
 from chatforge.common import ChatforgeError
 
 
+def hidden_states(model, idx):
+    """Final-norm hidden states [B, T, C] of our GPT: its forward without the output head, so a
+    caller can apply the head to the positions it needs (or a different head: reward_model.py)."""
+    T = idx.size(1)
+    if T > model._rope_len:
+        model._build_rope(max(2 * model._rope_len, T), device=idx.device)
+    cos, sin = model.rope_cos[:T].to(idx.device), model.rope_sin[:T].to(idx.device)
+    x = model.model.embed_tokens(idx)
+    if model.low_precision_residual and torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))  # as GPT.forward: a bf16 residual stream
+    for block in model.model.layers:
+        x = block(x, cos, sin)
+    return model.model.norm(x)
+
+
 def reply_logps(model, x, y, autocast=None):
-    """Sum of log p(target) over positions whose target is not -1, per row -> [rows] fp32."""
+    """Sum of log p(target) over positions whose target is not -1, per row -> [rows] fp32.
+
+    The output head runs on reply positions only: a prompt is most of a pair's tokens, and the
+    head (width x vocab) with its fp32 logits is the largest single cost of a small model's step."""
     import contextlib
 
     with (autocast or contextlib.nullcontext)():
-        logits = model(x)
-    # cross_entropy is -log_softmax gathered at the target (never materialises the log-softmax)
-    nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
-    return -nll.sum(1)
+        h = hidden_states(model, x)
+        keep = y != -1
+        logits = model.lm_head(h[keep])  # [reply tokens, V]
+    nll = F.cross_entropy(logits.float(), y[keep], reduction="none")
+    rows = keep.nonzero()[:, 0]
+    return torch.zeros(x.size(0), device=x.device, dtype=torch.float32).index_add_(0, rows, -nll)
 
 
 def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float):

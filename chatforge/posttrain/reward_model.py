@@ -40,16 +40,9 @@ class RewardModel(GPT):
 
     def hidden(self, idx):
         """Final-norm hidden states [B, T, C] (GPT.forward without the output head)."""
-        T = idx.size(1)
-        if T > self._rope_len:
-            self._build_rope(max(2 * self._rope_len, T), device=idx.device)
-        cos, sin = self.rope_cos[:T].to(idx.device), self.rope_sin[:T].to(idx.device)
-        x = self.model.embed_tokens(idx)
-        if self.low_precision_residual and torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
-        for block in self.model.layers:
-            x = block(x, cos, sin)
-        return self.model.norm(x)
+        from chatforge.posttrain.dpo import hidden_states
+
+        return hidden_states(self, idx)
 
     def forward(self, idx, last):
         """idx [B, T], last [B] (each row's final real position) -> rewards [B] (fp32)."""

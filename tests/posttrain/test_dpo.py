@@ -38,17 +38,20 @@ def test_dpo_loss_by_hand():
 
 
 def test_reply_logps_count_reply_tokens_only():
-    V = 7
+    from chatforge.model import GPT, GPTConfig
 
-    class Uniform(torch.nn.Module):  # every next token has probability 1/V
-        def forward(self, x):
-            return torch.zeros(*x.shape, V)
-
+    V = 64
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=V, seq_len=32))
+    torch.nn.init.zeros_(model.lm_head.weight)  # every next token has probability 1/V
     pairs = [PairIds([1, 2, 3], [4, 5], [6]), PairIds([1], [2, 3, 4, 5], [6, 6, 6])]
     x, y, _ = pair_batch(pairs, pad_id=0, device="cpu")
-    got = reply_logps(Uniform(), x, y)
+    got = reply_logps(model, x, y)
     want = torch.tensor([2, 4, 1, 3]) * -math.log(V)  # chosen rows first, then rejected
     assert torch.allclose(got, want.float())
+    # and on a real model the head-on-reply-positions path equals the full forward's log-softmax
+    model = _tiny_gpt(V, 0)
+    full = torch.log_softmax(model(x).float(), -1).gather(-1, y.clamp_min(0)[..., None])[..., 0]
+    torch.testing.assert_close(reply_logps(model, x, y), (full * (y != -1)).sum(1), atol=1e-5, rtol=1e-5)
 
 
 def _tiny_gpt(vocab, seed):

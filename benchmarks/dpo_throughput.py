@@ -1,0 +1,174 @@
+"""DPO training throughput: ours (chatforge.posttrain.dpo) vs TRL's DPOTrainer, same model, batch, device.
+
+Both train the same weights (our GPT exported to HF LlamaForCausalLM, the names map 1:1) on the
+same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exactly `--prompt`
+prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
+step is `--batch` pairs (2 x batch rows in one forward), forward + backward + optimizer step.
+Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
+both outside the timed steps, or `--ref online` (a reference forward inside every step).
+Each side runs its own default optimizer (ours: Muon + AdamW; TRL: AdamW) and precision (bf16
+autocast on CUDA for both, fp32 on CPU). Timed: steps after `--warmup`, wall clock with a
+device sync. The ratio is only meaningful within one run (same machine, same load).
+
+    python benchmarks/dpo_throughput.py --preset d2 --batch 4 --prompt 96 --reply 32 --steps 10  # CPU
+    python benchmarks/dpo_throughput.py --preset d12 --batch 8 --prompt 384 --reply 128 --steps 30  # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import tempfile
+import time
+
+import torch
+
+
+def word_tokenizer(vocab: int):
+    """HF fast tokenizer whose words 'w0'..'w{V-3}' are ids 0..V-3; pad and eos are the last two ids."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = {f"w{i}": i for i in range(vocab - 2)}
+    words.update({"<pad>": vocab - 2, "<eos>": vocab - 1})
+    tk = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+
+
+def make_rows(n, prompt, reply, vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    text = lambda k: " ".join(f"w{i}" for i in torch.randint(0, vocab - 2, (k,), generator=g).tolist())  # noqa: E731
+    return [{"prompt": text(prompt), "chosen": " " + text(reply), "rejected": " " + text(reply)} for _ in range(n)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
+    import datasets
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            sync(device)
+            times.append(time.perf_counter())
+
+    cfg = DPOConfig(output_dir=out_dir, beta=0.1, per_device_train_batch_size=args.batch, max_steps=args.warmup + args.steps,
+                    report_to=[], save_strategy="no", logging_steps=10 ** 6, bf16=device.type == "cuda",
+                    use_cpu=device.type == "cpu", max_length=None, precompute_ref_log_probs=args.ref == "precompute",
+                    dataloader_num_workers=0, learning_rate=1e-6, disable_dropout=True, gradient_checkpointing=False)
+    trainer = DPOTrainer(model=model_hf, ref_model=ref_hf if args.ref == "online" else None, args=cfg,
+                         processing_class=tok, train_dataset=datasets.Dataset.from_list(rows), callbacks=[Clock()])
+    t0 = time.perf_counter()
+    trainer.train()
+    t = times[args.warmup - 1:] if args.warmup else [t0] + times
+    ex = trainer.train_dataset[0]
+    return (len(t) - 1) / (t[-1] - t[0]), (len(ex["prompt_ids"]), len(ex["chosen_ids"])), trainer.train_dataset
+
+
+def run_ours(policy, ref, prepared, args, device):
+    from chatforge.posttrain.dpo import dpo_loss, pair_logps, reply_logps
+    from chatforge.posttrain.pairs import PairIds, pair_batch
+    from chatforge.train.optim import build_optimizers
+
+    pairs = [PairIds(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in prepared]
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    pad = policy.config.vocab_size - 2
+    ref_c = ref_r = None
+    if args.ref == "precompute":
+        ref_c, ref_r = pair_logps(ref, pairs, pad, device, args.batch, autocast)
+    opts = build_optimizers(policy)
+    for o in opts:
+        for g in o.param_groups:
+            g["lr"] = g["initial_lr"] * 0.01
+    fwd = torch.compile(policy, dynamic=False) if args.compile else policy
+    policy.train()
+    times = []
+    for step in range(args.warmup + args.steps):
+        sel = [(step * args.batch + i) % len(pairs) for i in range(args.batch)]
+        x, y, _ = pair_batch([pairs[i] for i in sel], pad, device)
+        lp = reply_logps(fwd, x, y, autocast)
+        if ref_c is None:
+            with torch.no_grad():
+                rl = reply_logps(ref, x, y, autocast)
+            rc, rr = rl[:args.batch], rl[args.batch:]
+        else:
+            rc, rr = ref_c[sel].to(device), ref_r[sel].to(device)
+        loss, _, _ = dpo_loss(lp[:args.batch], lp[args.batch:], rc, rr, 0.1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        for o in opts:
+            o.step()
+        policy.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter())
+    t = times[args.warmup - 1:]
+    return (len(t) - 1) / (t[-1] - t[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="d2")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--batch", type=int, default=4, help="pairs per step")
+    ap.add_argument("--prompt", type=int, default=96)
+    ap.add_argument("--reply", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--ref", default="precompute", choices=["precompute", "online"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile our policy (TRL: torch_compile is not set)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    import transformers
+
+    from chatforge.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig.from_preset(args.preset, vocab_size=args.vocab, seq_len=args.prompt + args.reply + 8)
+    policy = GPT(cfg)
+    with torch.no_grad():  # a trained-looking model: no zero-initialised projections
+        for p in policy.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+
+    def hf_model():
+        m = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg.to_hf_llama()))
+        m.load_state_dict(state, strict=False)
+        return m.to(device)
+
+    n = args.batch * (args.warmup + args.steps)
+    rows = make_rows(n, args.prompt, args.reply, args.vocab)
+    tok = word_tokenizer(args.vocab)
+    with tempfile.TemporaryDirectory() as d:
+        trl_sps, shape, prepared = run_trl(hf_model(), hf_model(), tok, rows, args, device, d)
+    policy = policy.to(device)
+    ref = GPT(cfg).to(device)
+    ref.load_state_dict(policy.state_dict())
+    ref.requires_grad_(False).eval()
+    ours_sps = run_ours(policy, ref, prepared, args, device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
+           "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
+           "compile": args.compile, "torch": torch.__version__, "ours_steps_s": ours_sps, "trl_steps_s": trl_sps,
+           "ratio": ours_sps / trl_sps}
+    print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
+          f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}")
+    print(f"{'':24}{'ours':>10}{'TRL DPOTrainer':>16}{'ours / TRL':>12}")
+    print(f"{'steps/s':24}{ours_sps:>10.3f}{trl_sps:>16.3f}{ours_sps / trl_sps:>11.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
