@@ -34,9 +34,9 @@ REPO = Path(chatforge.__file__).resolve().parents[1]
 USER = "chatforge-sbx"
 SECRET = "hunter2-" + "%08x" % random.getrandbits(32)
 ROOT = os.geteuid() == 0
-DRIVER = f"""
+DRIVER = """
 import dataclasses, json, sys
-sys.path.insert(0, {str(REPO)!r})
+sys.path.insert(0, {repo!r})
 from chatforge.infer.sandbox import available_modes, run_python
 req = json.loads(sys.stdin.read())
 if req.get("probe"):
@@ -44,6 +44,10 @@ if req.get("probe"):
 else:
     print(json.dumps(dataclasses.asdict(run_python(req["code"], isolation=req["mode"], **req["kw"]))))
 """
+
+
+def driver(repo=REPO) -> str:
+    return DRIVER.format(repo=str(repo))
 
 
 # ------------------------------------------------------------------------- users and boxes
@@ -65,26 +69,36 @@ def unprivileged():
     os.chmod(ssh / "id_rsa", 0o600)
     for p in (ssh, ssh / "id_rsa"):
         shutil.chown(p, USER, USER)
-    probe = subprocess.run(["runuser", "-u", USER, "--", "/usr/bin/python3", "-c", DRIVER],
+    # the sandbox's two modules in a world-readable copy: the checkout may sit where USER cannot read
+    pkg = Path(tempfile.mkdtemp(prefix="chatforge-sbx-pkg-", dir="/tmp"))
+    os.chmod(pkg, 0o755)
+    (pkg / "chatforge" / "infer").mkdir(parents=True)
+    for rel in ("chatforge/__init__.py", "chatforge/infer/__init__.py", "chatforge/infer/sandbox.py",
+                "chatforge/infer/sandbox_runner.py"):
+        shutil.copy(REPO / rel, pkg / rel)
+    for d in (pkg / "chatforge", pkg / "chatforge" / "infer"):
+        os.chmod(d, 0o755)
+    probe = subprocess.run(["runuser", "-u", USER, "--", "/usr/bin/python3", "-c", driver(pkg)],
                            input=json.dumps({"probe": True}), capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
-        pytest.skip(f"user {USER} cannot run chatforge from {REPO}: {probe.stderr.strip()[-200:]}")
-    return USER, home, tuple(json.loads(probe.stdout))
+        pytest.skip(f"user {USER} cannot run the sandbox: {probe.stderr.strip()[-200:]}")
+    yield USER, home, tuple(json.loads(probe.stdout)), pkg
+    shutil.rmtree(pkg, ignore_errors=True)
 
 
 class Box:
-    def __init__(self, mode: str, user: str | None, home: Path):
-        self.mode, self.user, self.home = mode, user, home
+    def __init__(self, mode: str, user: str | None, home: Path, pkg: Path = REPO):
+        self.mode, self.user, self.home, self.pkg = mode, user, home, pkg
 
     def run(self, code: str, secret_env: bool = False, **kw) -> sandbox.SandboxResult:
         if self.user is None and not secret_env:
             return run_python(code, isolation=self.mode, **kw)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CHATFORGE_TEST_SECRET": SECRET}
         if self.user is None:
-            cmd = [sys.executable, "-c", DRIVER]
+            cmd = [sys.executable, "-c", driver()]
         else:
             cmd = ["runuser", "-u", self.user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                   "/usr/bin/python3", "-c", DRIVER]
+                   "/usr/bin/python3", "-c", driver(self.pkg)]
         r = subprocess.run(cmd, input=json.dumps({"code": code, "mode": self.mode, "kw": kw}), env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -98,10 +112,10 @@ def box(request):
     if who == "user":
         if not ROOT:
             pytest.skip("the tests run unprivileged: the other parameter covers this user")
-        name, home, modes = request.getfixturevalue("unprivileged")
+        name, home, modes, pkg = request.getfixturevalue("unprivileged")
         if mode not in modes:
             pytest.skip(f"isolation mode {mode!r} is not available to an unprivileged user here")
-        return Box(mode, name, home)
+        return Box(mode, name, home, pkg)
     if mode not in available_modes():
         pytest.skip(f"isolation mode {mode!r} is not available here ({sandbox.describe_isolation()})")
     return Box(mode, None, Path.home())
@@ -330,7 +344,7 @@ def test_interpreter_under_tmp(box):
         subprocess.run([*run_as, base, "-m", "venv", "--copies", "--without-pip", str(venv)], check=True,
                        timeout=120)
         py = venv / "bin" / "python"
-        r = subprocess.run([*run_as, str(py), "-c", DRIVER], capture_output=True, text=True, timeout=120,
+        r = subprocess.run([*run_as, str(py), "-c", driver(box.pkg)], capture_output=True, text=True, timeout=120,
                            input=json.dumps({"code": "import sys, json\nprint(sys.executable)\n6 * 7",
                                              "mode": box.mode, "kw": {}}))
         assert r.returncode == 0, r.stderr[-2000:]
@@ -392,7 +406,7 @@ def test_sandbox_dies_with_its_caller(mode):
     marker = f"{random.randint(100, 999)}.{random.randint(100, 999)}"
     code = (f"import os, time\nif os.fork() == 0:\n    os.execvp('sleep', ['sleep', '{marker}'])\n"
             "print('up', flush=True)\ntime.sleep(60)")
-    caller = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    caller = subprocess.Popen([sys.executable, "-c", driver()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     caller.stdin.write(json.dumps({"code": code, "mode": mode, "kw": {"timeout": 60}}))
     caller.stdin.close()
