@@ -13,6 +13,7 @@ new token to the last), after a warm-up generation. Same process, same machine: 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="d12")
     ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="thread counts to measure, comma-separated (e.g. 4,16)")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--quants", default="f32,f16,q8_0")
     ap.add_argument("--out", help="where the run and GGUF files go (default: a temp dir)")
@@ -92,19 +93,21 @@ def main():
     t0 = time.time()
     quants = args.quants.split(",")
     files = export_gguf(out / "run", out / "gguf", quants=quants)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"{args.preset}: {model.num_params() / 1e6:.1f} M params, vocab {tok.vocab_size}; exported "
-          f"{', '.join(quants)} in {time.time() - t0:.1f} s; {args.threads} threads; {args.new_tokens} new tokens")
+          f"{', '.join(quants)} in {time.time() - t0:.1f} s; {args.new_tokens} new tokens; {cpu}, "
+          f"{os.cpu_count()} logical CPUs; torch {torch.__version__}")
     prompt = [tok.bos_id] + list(range(300, 315))
-    time_ours(model, tok, prompt, 8, args.threads)  # warm-up
-    ours = time_ours(model, tok, prompt, args.new_tokens, args.threads)
-    rows = [("chatforge Engine", "fp32", ours)]
-    for q, f in zip(quants, files):
-        time_llama(f, prompt, 8, args.threads)
-        rows.append(("llama.cpp", q, time_llama(f, prompt, args.new_tokens, args.threads)))
-    print(f"| runtime | weights | decode tok/s | vs chatforge |\n|---|---|---|---|")
-    for name, w, r in rows:
-        print(f"| {name} | {w} | {r:.1f} | {r / ours:.2f}x |")
-
+    print("| threads | runtime | weights | decode tok/s | vs chatforge |\n|---|---|---|---|---|")
+    for threads in map(int, args.threads.split(",")):
+        time_ours(model, tok, prompt, 8, threads)  # warm-up
+        ours = time_ours(model, tok, prompt, args.new_tokens, threads)
+        rows = [("chatforge Engine", "fp32", ours)]
+        for q, f in zip(quants, files):
+            time_llama(f, prompt, 8, threads)
+            rows.append(("llama.cpp", q, time_llama(f, prompt, args.new_tokens, threads)))
+        for name, w, r in rows:
+            print(f"| {threads} | {name} | {w} | {r:.1f} | {r / ours:.2f}x |", flush=True)
 
 if __name__ == "__main__":
     main()

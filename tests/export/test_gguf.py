@@ -2,7 +2,9 @@
 llama-cpp-python: `bash scripts/test_llamacpp.sh`)."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +125,18 @@ def _heldout_text(n_chars):
     return (d / "text" / "wikitext-2-valid.tokens.txt").read_text(encoding="utf-8")[:n_chars]
 
 
+@pytest.fixture(scope="module")
+def slow_run(tiny_run):
+    """The tiny random run, or a trained run named by $CHATFORGE_EXPORT_TEST_RUN (the speedrun's sft)."""
+    return Path(os.environ["CHATFORGE_EXPORT_TEST_RUN"]) if os.environ.get("CHATFORGE_EXPORT_TEST_RUN") else tiny_run
+
+
+@pytest.fixture(scope="module")
+def slow_exported(slow_run, tmp_path_factory):
+    files = export_gguf(slow_run, tmp_path_factory.mktemp("gguf_slow"), quants=("f16", "q8_0"))
+    return dict(zip(("f16", "q8_0"), files))
+
+
 def llama_greedy(llm, prompt, n):
     llm.reset()
     llm.eval(prompt)
@@ -135,11 +149,11 @@ def llama_greedy(llm, prompt, n):
 
 
 @pytest.mark.slow
-def test_llama_cpp_f16_greedy_equals_our_engine(tiny_run, exported):
+def test_llama_cpp_f16_greedy_equals_our_engine(slow_run, slow_exported):
     from chatforge.infer.engine import Engine, SamplingParams
 
-    model, tok, _ = load_run(tiny_run)
-    llm = _llama(exported["sft-f16.gguf"])
+    model, tok, _ = load_run(slow_run)
+    llm = _llama(slow_exported["f16"])
     # llama.cpp's own tokenizer (llama-bpe pre-tokenizer) gives our ids, on real text and a chat prompt
     text = _heldout_text(20_000)
     assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
@@ -150,14 +164,16 @@ def test_llama_cpp_f16_greedy_equals_our_engine(tiny_run, exported):
     for prompt in (chat, [tok.bos_id] + tok.encode("First Citizen:\nBefore we proceed any further")):
         ours = engine.complete(prompt, params)[0].token_ids
         assert len(ours) == 32
-        assert llama_greedy(llm, prompt, 32) == ours
+        theirs = llama_greedy(llm, prompt, 32)
+        print(f"greedy 32 tokens: llama.cpp f16 == chatforge engine: {theirs == ours}")
+        assert theirs == ours
 
 
 @pytest.mark.slow
-def test_llama_cpp_q8_0_top1_agrees_on_heldout_text(tiny_run, exported):
-    model, tok, _ = load_run(tiny_run)
+def test_llama_cpp_q8_0_top1_agrees_on_heldout_text(slow_run, slow_exported):
+    model, tok, _ = load_run(slow_run)
     ids = [tok.bos_id] + tok.encode(_heldout_text(5_000))[:500]
-    llm = _llama(exported["sft-q8_0.gguf"])
+    llm = _llama(slow_exported["q8_0"])
     llm.reset()
     llm.eval(ids)
     theirs = np.asarray(llm.scores[:len(ids)]).argmax(-1)
