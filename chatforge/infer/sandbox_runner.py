@@ -31,13 +31,21 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom")
 
 # ------------------------------------------------------------------------- what Python needs
 def python_paths() -> list[str]:
-    """Directories the interpreter and its libraries live in (deduplicated, real paths).
+    """What the interpreter needs, as real paths outside the system directories: the standard
+    library and site-packages of the venv and of its base, the directories of the executable
+    (its symlink chain) and libpython. Not whole prefixes: a prefix may be ~/.local.
 
-    Shared with sandbox.py, which hands the same list to bubblewrap."""
-    # Prefixes only, not sys.path: a caller's sys.path may hold its working directory.
-    cands = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.base_exec_prefix,
-                                           sys.exec_prefix, os.path.dirname(os.path.dirname(
-                                               os.path.realpath(sys.executable))))}
+    Called by sandbox.py (the caller's interpreter is the runner's), which passes the list to the
+    runner or to bubblewrap."""
+    import sysconfig
+
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix}
+    cands = {sysconfig.get_paths()[k] for k in keys} | {sysconfig.get_paths(vars=base)[k] for k in keys}
+    cands |= {os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
+              os.path.join(sys.prefix, "pyvenv.cfg"),
+              os.path.join(sysconfig.get_config_var("LIBDIR") or "/", sysconfig.get_config_var("INSTSONAME") or "")}
+    cands = {os.path.realpath(p) for p in cands if p and os.path.exists(p)}
     covered = system_paths()
     cands = {p for p in cands if not any(p == q or p.startswith(q + "/") for q in covered + ["/"])}
     return sorted(p for p in cands if not any(p != q and p.startswith(q + "/") for q in cands))

@@ -203,9 +203,13 @@ def test_users_private_files(box, tmp_path):
             "    try:\n        print(open(p).read())\n    except OSError as e:\n        print('no', e.errno)\n"
             f"for d in [{str(box.home)!r}, '/home', '/etc', '/root', '/work']:\n"
             "    try:\n        print(d, os.listdir(d))\n    except OSError as e:\n        print(d, 'no', e.errno)\n")
+    code += (f"try:\n    print('repo', os.listdir({str(REPO)!r}))\n"
+             "except OSError as e:\n    print('repo no', e.errno)\n")
     r = box.run(code)
     assert SECRET not in r.output and "id_rsa" not in r.output and ".ssh" not in r.output
     assert "passwd" not in r.output and "shadow" not in r.output  # /etc holds only the loader cache
+    # the checkout next to a venv inside it: only the venv's path is there, not the sources
+    assert "pyproject.toml" not in r.output and "'chatforge'" not in r.output, r.output
 
 
 def test_writes_outside_the_sandbox(box):
