@@ -604,6 +604,8 @@ def plot_rl(run_dir) -> Path:
                            (axes[1, 2], "kl", "KL to reference (k3, per token)")):
         series(ax, key)
         ax.set_title(title)
+        if key == "tool_call_rate":
+            ax.set_ylim(-0.02, 1.02)
     for ax in axes.flat:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
