@@ -119,5 +119,9 @@ def run_chat(args) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    chat_loop(engine, params, system=args.system)
+    system = args.system
+    if system is None and getattr(args, "search_index", None) and not args.no_tools:
+        from chatforge.posttrain.knowledge_probe import SEARCH_SYSTEM
+        system = SEARCH_SYSTEM  # the prompt SFT taught the model to search under
+    chat_loop(engine, params, system=system)
     return 0

@@ -6,6 +6,9 @@ def add_engine_args(p):
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     p.add_argument("--no-tools", action="store_true", help="do not run the model's python tool calls")
     add_unsafe_tool_arg(p)
+    p.add_argument("--search-index", help="a search index (chatforge index build): the model may search it; "
+                   "models trained with the fact world search when the system prompt offers it "
+                   "(chat uses that prompt by default then)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (no CUDA graph capture)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step: ~1.8x faster decode at batch 1 on an H100 (d12), "
@@ -34,7 +37,7 @@ def engine_from_args(args):
 
     announce_isolation(args)
     return Engine.from_run(args.run, device=args.device, tools=not args.no_tools,
-                           cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
+                           search_index=getattr(args, "search_index", None), cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
 
 
 def _chat(args):

@@ -156,8 +156,10 @@ class Engine:
         self.lock = threading.Lock()  # one batch on the model at a time
 
     @classmethod
-    def from_run(cls, run_dir, device: str | None = None, tools: bool = True, **options) -> "Engine":
-        """Load RUN (model + its tokenizer) for inference; bf16 weights on CUDA."""
+    def from_run(cls, run_dir, device: str | None = None, tools: bool = True, search_index=None,
+                 **options) -> "Engine":
+        """Load RUN (model + its tokenizer) for inference; bf16 weights on CUDA. With tools, the
+        python tool, and the search tool when a search index is given."""
         from chatforge.common import default_device
         from chatforge.infer.tools import default_tools
         from chatforge.model import load_run
@@ -167,7 +169,7 @@ class Engine:
         model, tok, _ = load_run(run_dir, device=device, dtype=dtype)
         if tok is None:
             raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; it is not a complete run")
-        return cls(model, tok, default_tools() if tools else ToolRegistry(), **options)
+        return cls(model, tok, default_tools(search_index, tok) if tools else ToolRegistry(), **options)
 
     # ------------------------------------------------------------------------------------------
     def chat_prompt(self, messages) -> list[int]:

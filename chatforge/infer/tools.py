@@ -64,5 +64,10 @@ def python_tool(timeout: float = 5.0, memory_mb: int = 512, max_output: int = 40
     return Tool("python", "<|python_start|>", "<|python_end|>", run)
 
 
-def default_tools() -> ToolRegistry:
-    return ToolRegistry([python_tool()])
+def default_tools(search_index=None, tokenizer=None) -> ToolRegistry:
+    """python, plus search over `search_index` (chatforge index build) when given."""
+    tools = [python_tool()]
+    if search_index:
+        from chatforge.infer.search import search_tool
+        tools.append(search_tool(search_index, tokenizer=tokenizer))
+    return ToolRegistry(tools)
