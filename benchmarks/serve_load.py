@@ -173,7 +173,8 @@ def run_load(run: Path, clients: int = 64, rounds: int = 3, max_tokens: int = 32
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "chatforge", "serve", str(run), "--port", str(port), "--device", "cpu",
+    proc = subprocess.Popen([sys.executable, "-m", "chatforge", "serve", str(run), "--port", str(port),
+                             "--device", "cpu",
                              "--api-key", KEY, "--no-tools", "--max-tokens-cap", "512",
                              "--max-concurrent", str(2 * clients)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

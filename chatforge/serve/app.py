@@ -7,9 +7,8 @@
 Errors have OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with a 4xx status for
 anything the client can fix. Host/Origin checks, the API key, the body-size and concurrency caps
 are one middleware in security.py; the max_tokens cap is checked here. Tool calls (python) are
-rendered into `content` as fenced blocks, so
-any OpenAI client shows them; `chatforge_parts` (an extra field) carries them as typed parts for
-the web page.
+rendered into `content` as fenced blocks, so any OpenAI client shows them; `chatforge_parts` (an
+extra field) carries them as typed parts for the web page.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def _serve(args):
                      max_tokens_cap=args.max_tokens_cap)
     print(f"serving {name} ({kind}, context {engine.max_context}) on http://{args.host}:{args.port}/  "
           f"(OpenAI API at /v1, web chat at /)", flush=True)
-    print(f"security: {'API key required' if api_key else 'no API key (loopback only)'}; bodies <= {args.max_body_kb} KiB; "
+    print(f"security: {'API key required' if api_key else 'no API key (loopback only)'}; "
+          f"bodies <= {args.max_body_kb} KiB; "
           f"<= {args.max_concurrent} generations at once (then 429); max_tokens <= "
           f"{args.max_tokens_cap or engine.max_context}; CORS: same origin"
           + (f" + {', '.join(args.cors_origin)}" if args.cors_origin else ""), flush=True)

@@ -10,7 +10,6 @@ not exist, a listener that must not be reached, processes that must not survive.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pwd
@@ -243,11 +242,14 @@ def test_network(box):
     abstract.listen(8)
     abstract.setblocking(False)
     code = ("import socket, subprocess, ctypes\n"
-            "def tcp():\n    s = socket.socket(); s.settimeout(1); s.connect(('127.0.0.1', PORT)); print('tcp connected')\n"
-            "def unix():\n    s = socket.socket(socket.AF_UNIX); s.connect('\\0chatforge-test-SECRET'); print('unix connected')\n"
+            "def tcp():\n    s = socket.socket(); s.settimeout(1)\n"
+            "    s.connect(('127.0.0.1', PORT)); print('tcp connected')\n"
+            "def unix():\n    s = socket.socket(socket.AF_UNIX)\n"
+            "    s.connect('\\0chatforge-test-SECRET'); print('unix connected')\n"
             "for f in (tcp, unix):\n"
             "    try:\n        f()\n    except OSError as e:\n        print('no', e.errno)\n"
-            "try:\n    subprocess.run(['python3', '-c', 'import socket; socket.create_connection((\"127.0.0.1\", PORT), 1)'],"
+            "try:\n    subprocess.run(['python3', '-c',\n"
+            "                    'import socket; socket.create_connection((\"127.0.0.1\", PORT), 1)'],"
             " capture_output=True)\nexcept OSError as e:\n    print(e)\n"
             "libc = ctypes.CDLL(None, use_errno=True)\nprint('raw socket', libc.socket(2, 1, 0), ctypes.get_errno())\n"
             ).replace("PORT", str(port)).replace("SECRET", SECRET)
@@ -309,7 +311,8 @@ def test_ignored_signals(box):
 def test_children_outliving_the_call(box):
     marker = f"{random.randint(100, 999)}.{random.randint(100, 999)}"
     code = ("import subprocess\n"
-            f"subprocess.Popen(['sh', '-c', '(trap \"\" HUP TERM; setsid sleep {marker} &) &'], start_new_session=True)\n"
+            f"subprocess.Popen(['sh', '-c', '(trap \"\" HUP TERM; setsid sleep {marker} &) &'],\n"
+            "                 start_new_session=True)\n"
             "import time; time.sleep(0.2)\nprint('spawned')")
     r = box.run(code)
     assert r.output == "spawned\n" and r.exit_code == 0
@@ -325,7 +328,8 @@ def test_output_floods(box):
 
 def test_big_files(box):
     code = ("import os\n"
-            "try:\n    open('/tmp/one', 'wb').write(b'x' * (32 << 20))\nexcept OSError as e:\n    print('one', e.errno, os.path.getsize('/tmp/one'))\nos.remove('/tmp/one')\n"
+            "try:\n    open('/tmp/one', 'wb').write(b'x' * (32 << 20))\n"
+            "except OSError as e:\n    print('one', e.errno, os.path.getsize('/tmp/one'))\nos.remove('/tmp/one')\n"
             "try:\n    for i in range(8):\n        open(f'/tmp/f{i}', 'wb').write(b'x' * (15 << 20))\n"
             "except OSError as e:\n    print('many', i, e.errno)\n")
     r = box.run(code, fsize_mb=16)
