@@ -332,6 +332,10 @@ def build_report(out_dir, title: str = "chatforge report card", plots_dir: Path 
     rl_text = rl_report_section(out_dir)
     if rl_text:
         parts += ["### Reinforcement learning (GRPO) on held-out arithmetic", "", rl_text, ""]
+    from chatforge.posttrain.dpo import dpo_report_section
+    dpo_text = dpo_report_section(out_dir)
+    if dpo_text:
+        parts += ["### Preference tuning (DPO) on held-out pairs", "", dpo_text, ""]
     from chatforge.eval.facts import facts_section
     facts = facts_section(out_dir)
     if facts:

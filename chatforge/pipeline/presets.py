@@ -50,6 +50,10 @@ class Preset:
     rl_task: str = "arithmetic:1"
     rl_steps: int = 0
     rl_extra: tuple[str, ...] = ()
+    # DPO (chatforge dpo) from the SFT run on preference pairs: 0 steps = no dpo stage
+    dpo_pairs: str = "hh-rlhf"      # 'synthetic' without ../shared/data
+    dpo_steps: int = 0
+    dpo_extra: tuple[str, ...] = ()
     # factuality (chatforge data factworld / probe / index): 0 = off
     facts_share: float = 0.0        # the fact world's share of the pretraining corpus (characters)
     facts_entities: int = 16        # people seen in pretraining, and as many never seen
@@ -72,6 +76,9 @@ PRESETS = {
         sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
         rl_steps=30, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "200",
                                "--lr-frac", "0.1", "--save-every", "10"),
+        # ~40 s on idle 2 cores: 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed
+        dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "600", "--max-val", "64", "--max-seq-len", "320",
+                                 "--eval-every", "0", "--save-every", "20"),
         facts_share=0.12,
         device="cpu",
     ),
@@ -83,6 +90,8 @@ PRESETS = {
         sft_mix="tiny", sft_steps=8, sft_batch_size=4, sft_extra=("--eval-every", "0", "--no-probes"),
         rl_steps=2, rl_extra=("--prompts", "2", "--group", "2", "--max-new-tokens", "12", "--eval-problems", "4",
                               "--pass-k", "2", "--eval-every", "0", "--save-every", "0"),
+        dpo_pairs="synthetic", dpo_steps=3, dpo_extra=("--batch-size", "4", "--limit", "48", "--max-val", "8",
+                                                     "--eval-every", "0", "--save-every", "0"),
         eval_limits={"bpb_tokens": 2000, "limit_mc": 12, "limit_gsm8k": 4, "limit_humaneval": 2, "limit_probes": 2},
         device="cpu",
     ),
@@ -92,6 +101,7 @@ PRESETS = {
         vocab_size=32768, model="d12", seq_len=2048,
         train_tokens=1_700_000_000, max_epochs=3, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         train_extra=("--save-every", "100", "--eval-every", "100"), sft_extra=("--save-every", "100"),
+        dpo_steps=130, dpo_extra=("--batch-size", "32", "--max-val", "256", "--eval-every", "50"),
         # whole WikiText-2 test and HumanEval; GSM8K and T0 multiple choice sampled to keep eval in minutes
         eval_limits={"bpb_tokens": 0, "limit_mc": 2000, "limit_gsm8k": 400, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",

@@ -91,9 +91,22 @@ def plan(preset: Preset, out: Path, inputs: list[str], device: str, heldout: str
     ]
     if preset.rl_steps:
         stages = with_rl(stages, preset, out, device, eval_flags, sft_tasks)
+    if preset.dpo_steps:
+        stages = with_dpo(stages, preset, out, device, heldout)
     if preset.facts_share:
         stages = with_fact_world(stages, preset, out, mix, device, eval_flags)
     return stages
+
+
+def with_dpo(stages: list[Stage], preset: Preset, out: Path, device: str, heldout: str | None) -> list[Stage]:
+    """The DPO stage (issue 20), after SFT: preference pairs (hh-rlhf, or generated ones without
+    ../shared/data); it measures held-out preference accuracy and margin before and after itself,
+    which the report shows (chatforge.posttrain.dpo.dpo_report_section)."""
+    pairs = "synthetic" if heldout else preset.dpo_pairs
+    dpo = Stage("dpo", ["dpo", "--base", str(out / "sft"), "--pairs", pairs, "--out", str(out / "dpo"),
+                        "--steps", str(preset.dpo_steps), "--device", device, *preset.dpo_extra],
+                out / "dpo" / "model.safetensors", resume_flag="--resume")
+    return [x for s in stages for x in [s, *([dpo] if s.name == "sft" else [])]]
 
 
 def with_rl(stages: list[Stage], preset: Preset, out: Path, device: str, eval_flags: list[str],

@@ -91,7 +91,9 @@ def dpo_metrics(pi_c, pi_r, ref_c, ref_r, beta: float, prefix="val_") -> dict:
     return {f"{prefix}loss": float(loss), f"{prefix}accuracy": float((rc > rr).float().mean()),
             f"{prefix}margin": float((rc - rr).mean()), f"{prefix}reward_chosen": float(rc.mean()),
             f"{prefix}reward_rejected": float(rr.mean()),
-            f"{prefix}logp_chosen_delta": float((pi_c - ref_c).mean()), f"{prefix}pairs": len(pi_c)}
+            f"{prefix}logp_chosen_delta": float((pi_c - ref_c).mean()),
+            # the model's own ranking, meaningful before training too: log p(chosen) > log p(rejected)
+            f"{prefix}logp_accuracy": float((pi_c > pi_r).float().mean()), f"{prefix}pairs": len(pi_c)}
 
 
 @dataclass
@@ -237,3 +239,32 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     log(f"DPO run written to {out}: held-out preference accuracy {last.get('val_accuracy', float('nan')):.1%} "
         f"(chance 50%), margin {last.get('val_margin', float('nan')):+.3f}")
     return out
+
+
+def dpo_report_section(out_dir) -> str:
+    """The report card's DPO section (speedrun DIR/dpo): held-out numbers before and after."""
+    cfg_path = Path(out_dir) / "dpo" / "config.json"
+    if not cfg_path.is_file():
+        return ""
+    cfg = json.loads(cfg_path.read_text())
+    b, a = cfg.get("val_before") or {}, cfg.get("val_after") or {}
+    if not a:
+        return ""
+    pct = lambda d, k: f"{100 * d[k]:.1f}%" if k in d else "-"  # noqa: E731
+    num = lambda d, k: f"{d[k]:+.3f}" if k in d else "-"  # noqa: E731
+    rows = [("the model prefers the chosen reply: log p(chosen) > log p(rejected)", pct(b, "val_logp_accuracy"),
+             pct(a, "val_logp_accuracy")),
+            ("implicit DPO reward ranks chosen first (beta log-ratio; ties before)", pct(b, "val_accuracy"),
+             pct(a, "val_accuracy")),
+            ("mean reward margin r(chosen) - r(rejected)", num(b, "val_margin"), num(a, "val_margin")),
+            ("DPO loss (log 2 = 0.693 before)", f"{b.get('val_loss', float('nan')):.4f}", f"{a.get('val_loss', float('nan')):.4f}"),
+            ("log p(chosen) change vs the SFT model (nats)", num(b, "val_logp_chosen_delta"),
+             num(a, "val_logp_chosen_delta"))]
+    stats = ", ".join(f"{v:,} {k}" for k, v in sorted((cfg.get("pair_stats") or {}).items()))
+    d = cfg.get("dpo", {})
+    lines = [f"DPO of the SFT model on `{cfg.get('pairs')}` preference pairs: {cfg.get('n_train_pairs')} train, "
+             f"{a.get('val_pairs', cfg.get('n_val_pairs'))} held out; {cfg.get('step')} steps of {d.get('batch_size')} "
+             f"pairs, beta {d.get('beta')}. Pairs read: {stats}.", "",
+             "| held-out pairs | SFT (before) | DPO (after) |", "|---|---|---|"]
+    lines += [f"| {name} | {x} | {y} |" for name, x, y in rows]
+    return "\n".join(lines)

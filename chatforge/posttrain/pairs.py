@@ -8,7 +8,7 @@ A pair is a prompt (a conversation ending with the user's turn) and two assistan
 - TRL's preference formats: `{"prompt", "chosen", "rejected"}` with an explicit prompt, or
   `{"chosen", "rejected"}` with the prompt implicit as the shared start of both. Each field is a
   string (standard) or a list of `{"role", "content"}` messages (conversational).
-`hh-rlhf` as a path means the copy in ../shared/data.
+`hh-rlhf` as a path means the copy in ../shared/data; `synthetic` a generated set (synthetic_pairs).
 
 Bad pairs are counted by reason, skipped and reported, never a crash: not JSON, unknown format,
 an empty side, chosen == rejected, the two disagreeing on the prompt, and (when tokenized) a
@@ -148,8 +148,12 @@ def resolve_pairs_path(path: str | Path) -> Path:
 
 
 def read_pairs(path: str | Path, stats: Counter | None = None, limit: int | None = None) -> list[Pair]:
-    """All good pairs of a file; bad lines are counted in `stats` ('skipped: <reason>') and skipped."""
+    """All good pairs of a file ('hh-rlhf', 'synthetic' or a path); bad lines are counted in `stats` ('skipped: <reason>') and skipped."""
     stats = stats if stats is not None else Counter()
+    if str(path) == "synthetic":  # generated (synthetic_pairs): no file, no ../shared/data needed
+        out = synthetic_pairs(limit or 2000)
+        stats["read"] += len(out)
+        return out
     out = []
     with open_text(resolve_pairs_path(path)) as f:
         for line in f:

@@ -131,6 +131,10 @@ def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path):
     before, after = cfg["val_before"], cfg["val_after"]
     assert before["val_margin"] == 0.0 and abs(before["val_loss"] - math.log(2)) < 1e-5  # policy == reference
     assert after["val_accuracy"] > 0.8 and after["val_margin"] > 0 and after["val_loss"] < math.log(2)
+    assert after["val_logp_accuracy"] > before["val_logp_accuracy"]
+    from chatforge.posttrain.dpo import dpo_report_section
+    section = dpo_report_section(tmp_path)  # the speedrun's report reads DIR/dpo/config.json
+    assert f"{100 * after['val_accuracy']:.1f}%" in section and "240 read" in section
     model, _, _ = load_run(out)  # a DPO run is a chat run: every stage that loads runs loads it
     assert cfg["kind"] == "dpo" and model.config == load_run(base)[0].config
 
@@ -151,3 +155,17 @@ def test_online_reference_equals_precomputed(tiny_tokenizer, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert tokenize_pair(tok, Pair([{"role": "user", "content": "x"}], "a", "b")).prompt[-1] == \
         tok.special_id("<|assistant_start|>")
+
+
+def test_speedrun_plans_dpo_after_sft(tmp_path):
+    from chatforge.pipeline.presets import get_preset
+    from chatforge.pipeline.speedrun import plan
+
+    for preset, heldout, pairs in (("cpu-tiny", None, "hh-rlhf"), ("smoke", None, "synthetic"),
+                                   ("cpu-tiny", str(tmp_path / "held.txt"), "synthetic")):
+        stages = plan(get_preset(preset), tmp_path, ["in.txt"], "cpu", heldout)
+        names = [s.name for s in stages]
+        dpo = stages[names.index("dpo")]
+        assert names.index("dpo") > names.index("sft")
+        assert dpo.argv[dpo.argv.index("--base") + 1] == str(tmp_path / "sft")
+        assert dpo.argv[dpo.argv.index("--pairs") + 1] == pairs and dpo.resume_flag == "--resume"
