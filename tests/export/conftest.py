@@ -28,6 +28,12 @@ def tiny_run(tmp_path_factory, tiny_tokenizer):
     return random_run(tmp_path_factory.mktemp("export") / "sft", tiny_tokenizer)
 
 
+@pytest.fixture
+def make_run():
+    """random_run(path, tok, seed=0, **GPTConfig overrides) -> a run directory."""
+    return random_run
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread(one_torch_thread):
     yield

@@ -182,3 +182,17 @@ def test_llama_cpp_q8_0_top1_agrees_on_heldout_text(slow_run, slow_exported):
     agree = float((theirs == ours).mean())
     print(f"q8_0 top-1 agreement {agree:.4f} over {len(ids)} positions")
     assert agree >= 0.95
+
+
+@pytest.mark.slow
+def test_llama_cpp_runs_tied_embeddings(tiny_tokenizer, make_run, tmp_path):
+    # no output.weight in the file: llama.cpp must fall back to token_embd as the output head
+    from chatforge.infer.engine import Engine, SamplingParams
+
+    run = make_run(tmp_path / "tied", tiny_tokenizer, seed=5, tie_embeddings=True, n_kv_head=2)
+    f16 = export_gguf(run, tmp_path / "gguf", quants=("f16",))[0]
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(str(f16)).tensors}
+    model, tok, _ = load_run(run)
+    prompt = [tok.bos_id] + tok.encode("To be, or not to be")
+    params = SamplingParams(max_tokens=32, temperature=0, stop_token_ids=(), use_tools=False)
+    assert llama_greedy(_llama(f16), prompt, 32) == Engine(model, tok).complete(prompt, params)[0].token_ids

@@ -125,3 +125,19 @@ def test_unmappable_architecture_is_a_one_line_error(tiny_run, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(ChatforgeError, match="not a run directory"):
         export_hf(tmp_path / "nothing", tmp_path / "hf")
+
+
+def test_tied_embeddings_and_multi_head_load_with_our_logits(tiny_tokenizer, make_run, tmp_path):
+    # in-process (the no-chatforge subprocess test above covers the standalone load)
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(tmp_path / "tied", tiny_tokenizer, seed=3, tie_embeddings=True, n_kv_head=2,
+                          norm_gains=False)
+    export_hf(run, tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["tie_word_embeddings"] is True and cfg["num_key_value_heads"] == 2
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    model, tok, _ = load_run(run)
+    ids = torch.randint(0, tok.vocab_size, (1, 33), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(model(ids), hf(ids).logits, atol=1e-4)
