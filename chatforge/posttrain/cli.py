@@ -96,15 +96,22 @@ def register(sub):
 def _rl(args):
     from chatforge.posttrain.rl import RLConfig, run_rl
 
+    # KL to the SFT model: on by default against a learned reward (RLHF), off against a verifier
+    kl = args.kl if args.kl is not None else (0.05 if args.reward.startswith("rm:") else 0.0)
     cfg = RLConfig(base=args.base, out=args.out, task=args.task, reward=args.reward, steps=args.steps,
                    prompts=args.prompts, group=args.group, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_k=args.top_k or None, lr_frac=args.lr_frac,
-                   use_muon=not args.adamw_only, updates=args.updates, clip=args.clip, kl=args.kl,
+                   use_muon=not args.adamw_only, updates=args.updates, clip=args.clip, kl=kl,
                    std_norm=args.std_norm, device_batch_size=args.device_batch_size, eval_every=args.eval_every,
                    eval_problems=args.eval_problems, pass_k=args.pass_k, save_every=args.save_every,
                    tools=not args.no_tools, device=args.device, seed=args.seed, resume=args.resume,
                    snapshots=args.snapshots)
-    run_rl(cfg)
+    if args.judge:  # RLHF with the reward-hacking guard (posttrain/guard.py)
+        from chatforge.posttrain.guard import run_guarded
+
+        run_guarded(cfg, args.judge, args.guard_patience)
+    else:
+        run_rl(cfg)
     return 0
 
 
@@ -129,7 +136,13 @@ def _register_rl(sub):
     p.add_argument("--adamw-only", action="store_true", help="AdamW for every weight (no Muon)")
     p.add_argument("--updates", type=int, default=1, help="gradient updates per batch; > 1 clips the ratio (default 1)")
     p.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip with --updates > 1 (default 0.2)")
-    p.add_argument("--kl", type=float, default=0.0, help="KL-to-reference coefficient (default 0: logged only)")
+    p.add_argument("--kl", type=float, default=None,
+                   help="KL-to-reference coefficient (default: 0.05 with --reward rm:, else 0, logged only)")
+    p.add_argument("--judge", metavar="JUDGE_RUN",
+                   help="with --reward rm:RM_RUN: a reward model trained on the other half of the pairs "
+                        "(`chatforge rm --half 1`); the guard stops the run when the reward rises while it falls")
+    p.add_argument("--guard-patience", type=int, default=3,
+                   help="evaluations in a row of reward up, judge down before the guard stops (default 3)")
     p.add_argument("--std-norm", action="store_true", help="divide advantages by the group's std")
     p.add_argument("--device-batch-size", type=int, default=32, help="rollouts per forward/backward (default 32)")
     p.add_argument("--eval-every", type=int, default=10, help="steps between held-out evaluations (0: start and end)")

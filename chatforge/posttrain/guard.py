@@ -132,6 +132,7 @@ class RLGuardHook:
         self.reward, self.judge = RewardScorer(reward_run, device), RewardScorer(judge_run, device)
         self.guard = RewardHackingGuard(patience)
         self.engine = None
+        (self.out / "guard.jsonl").unlink(missing_ok=True)  # a fresh history (a resumed run starts a new one)
 
     def _replies(self, step: int) -> list[str]:
         from safetensors.torch import load_file
@@ -139,7 +140,7 @@ class RLGuardHook:
         from chatforge.infer.engine import Engine, SamplingParams
         from chatforge.model import load_run
 
-        snap = self.out / "snapshots" / f"step_{step:06d}.safetensors"
+        snap = self._snapshot(step)
         if self.engine is None:  # the policy's architecture and tokenizer; weights come from the snapshot
             model, tok, _ = load_run(self.base_run, device=self.device)
             self.engine = Engine(model, tok)
@@ -153,6 +154,14 @@ class RLGuardHook:
         return texts
 
     def __call__(self, step: int, record: dict) -> bool:
+        if not self.guard.history and step > 0 and self._snapshot(0).exists():
+            self._evaluate(0)  # the loop calls on_eval from its first evaluation after step 0: the SFT baseline
+        return self._evaluate(step)
+
+    def _snapshot(self, step: int) -> Path:
+        return self.out / "snapshots" / f"step_{step:06d}.safetensors"
+
+    def _evaluate(self, step: int) -> bool:
         replies = self._replies(step)
         r = self.reward.score(self.prompts, replies)
         j = self.judge.score(self.prompts, replies)
@@ -179,7 +188,7 @@ class RLGuardHook:
         summary = self.guard.summary()
         best = self.guard.best
         if best is not None:
-            src = self.out / "snapshots" / f"step_{best.step:06d}.safetensors"
+            src = self._snapshot(best.step)
             if src.exists():
                 shutil.copyfile(src, self.out / "best_by_judge.safetensors")
         atomic_write_json(self.out / "guard.json", summary)
@@ -220,3 +229,23 @@ def plot_guard(summary_json, png) -> Path:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return Path(png)
+
+
+def run_guarded(cfg, judge_run, patience: int = 3, prompts: int = 16, max_new_tokens: int | None = None, log=print):
+    """`chatforge rl --reward rm:RM_RUN --judge JUDGE_RUN`: the RL run with the guard as its on_eval
+    hook (snapshots on, so each evaluation's weights can be scored and the best kept)."""
+    from chatforge.common import ChatforgeError
+    from chatforge.posttrain.rl import run_rl
+    from chatforge.posttrain.tasks import get_task
+
+    if not cfg.reward.startswith("rm:"):
+        raise ChatforgeError("--judge guards RL against a reward model: pass --reward rm:RM_RUN too")
+    held = [p.messages() for p in get_task(cfg.task, cfg.seed).heldout(prompts)]
+    hook = RLGuardHook(cfg.out, cfg.base, cfg.reward[3:], judge_run, held, patience,
+                       max_new_tokens or cfg.max_new_tokens, device=cfg.device or "cpu", log=log)
+    cfg.snapshots, cfg.on_eval = True, hook
+    out = run_rl(cfg, log=log)
+    summary = hook.finish()
+    log(f"guard: judge best at step {summary['best_step']} (kept as {Path(out) / 'best_by_judge.safetensors'})"
+        + (f"; stopped at step {summary['stopped_at']}" if summary["stopped_at"] is not None else "; never fired"))
+    return out

@@ -218,6 +218,27 @@ def format_stats(stats: Counter) -> str:
     return ", ".join(f"{v:,} {k}" for k, v in sorted(stats.items(), key=lambda kv: (kv[0] != "read", kv[0])))
 
 
+def prompt_task(path: str = "hh-rlhf", seed: int = 0, val_frac: float = 0.1):
+    """RLHF's prompts (`chatforge rl --task pairs:PATH --reward rm:RM_RUN`): the first user turn of
+    each pair, split as the reward model splits its pairs (same seed), so the held-out prompts
+    come from pairs the reward models never trained on. There is no answer to check: the reward
+    model is the reward (the task's verifier accepts anything)."""
+    from chatforge.posttrain.tasks import ListTask, Problem
+
+    train, val = split_pairs(read_pairs(path), val_frac, seed)
+
+    def problems(pairs):
+        seen, out = set(), []
+        for p in pairs:
+            q = p.prompt[0]["content"] if p.prompt[0]["role"] == "user" else p.prompt[1]["content"]
+            if q not in seen:
+                seen.add(q)
+                out.append(Problem(q, "", "contains"))  # "" is contained in every reply
+        return out
+
+    return ListTask(f"pairs:{Path(str(path)).name}", problems(train), problems(val))
+
+
 # ---------------------------------------------------------------------------------------------
 # a generated preference set (tests, and the speedrun without ../shared/data)
 

@@ -7,6 +7,8 @@ A task spec names where problems come from (`chatforge rl --task SPEC`):
   jsonl:PATH          your own: one JSON object a line, {"prompt": str, "answer": str,
                       "verifier": name (default "number"), "split": "train"|"test" (optional)};
                       without any "split", every 10th line is held out
+  pairs[:PATH]        prompts of preference pairs (default hh-rlhf) for RLHF with --reward rm:RUN;
+                      no answer to check (chatforge.posttrain.pairs.prompt_task)
 A `Problem` is a user prompt, a reference answer and a verifier name. Verifiers map (the reply's
 text, the reference) to True/False; `VERIFIERS` lists them. A bad file or verifier name is a
 one-line ChatforgeError raised when the task is built, before any model is loaded.
@@ -280,6 +282,10 @@ def get_task(spec: str, seed: int = 0) -> Task:
         except ValueError:
             raise ChatforgeError(f"arithmetic level must be an integer 0-4, not {arg!r}") from None
         return ArithmeticTask(level, seed)
+    if name == "pairs":  # RLHF prompts from preference pairs (issue 20; the reward is a reward model)
+        from chatforge.posttrain.pairs import prompt_task
+
+        return prompt_task(arg or "hh-rlhf", seed)
     if name == "jsonl":
         if not arg:
             raise ChatforgeError("--task jsonl:PATH needs the path of the task file")

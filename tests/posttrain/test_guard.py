@@ -4,6 +4,8 @@ content and penalises repetition). The guard must stop the run and keep the judg
 
 import json
 
+import pytest
+
 from chatforge.posttrain.guard import (GuardEval, RewardHackingGuard, degeneracy, distinct_n, plot_guard,
                                        repetition_rate)
 
@@ -70,3 +72,39 @@ def test_one_disagreement_is_not_a_stop():
     seq = [(0, 1.0, 1.0), (1, 2.0, 0.5), (2, 2.5, 1.5), (3, 3.0, 1.0)]  # parts, recovers, parts once
     assert not any(g.update(GuardEval(s, r, j, {"length": 5})) for s, r, j in seq)
     assert g.best.step == 2 and g.update(GuardEval(4, 3.5, 0.2, {"length": 5}))
+
+
+@pytest.mark.slow  # two reward models and an RL run with engine rollouts: ~60 s on a busy 2-core machine
+def test_rlhf_run_with_guard_end_to_end(tiny_tokenizer, tmp_path, one_torch_thread):
+    """chatforge rl --reward rm:RM --judge JUDGE on a tiny model: two reward models on disjoint
+    halves, the guard scores every evaluation's snapshot with both, keeps the judge's best."""
+    import torch
+
+    from chatforge.cli import main
+    from chatforge.model import GPT, GPTConfig, save_run
+    from chatforge.posttrain.pairs import synthetic_pairs
+    from chatforge.posttrain.reward_model import RMConfig, run_rm
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=128))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    base = save_run(tmp_path / "sft", m, tiny_tokenizer, kind="sft", step=0)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                             for p in synthetic_pairs(80, seed=0)))
+    rms = [run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / f"rm{h}"), steps=3, batch_size=8,
+                           half=h, eval_every=0, device="cpu"), log=lambda *a: None) for h in (0, 1)]
+    rc = main(["rl", "--base", str(base), "--task", f"pairs:{pairs}", "--reward", f"rm:{rms[0]}", "--judge", str(rms[1]),
+               "--out", str(tmp_path / "rl"), "--steps", "2", "--prompts", "2", "--group", "2", "--max-new-tokens", "8",
+               "--eval-every", "1", "--eval-problems", "2", "--pass-k", "1", "--no-tools", "--save-every", "0",
+               "--device", "cpu"])
+    assert rc == 0
+    out = tmp_path / "rl"
+    summary = json.loads((out / "guard.json").read_text())
+    assert [e["step"] for e in summary["evals"]] == [0, 1, 2]
+    assert summary["best_step"] in (0, 1, 2) and (out / "best_by_judge.safetensors").is_file()
+    assert all({"reward", "judge", "repetition", "distinct_2", "length_ratio"} <= set(e) for e in summary["evals"])
+    assert json.loads((out / "config.json").read_text())["rl"]["kl"] == 0.05  # KL on by default against an RM
+    assert (out / "guard.png").is_file()
