@@ -65,8 +65,16 @@ def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
                     report_to=[], save_strategy="no", logging_steps=10 ** 6, bf16=device.type == "cuda",
                     use_cpu=device.type == "cpu", max_length=None, precompute_ref_log_probs=args.ref == "precompute",
                     dataloader_num_workers=0, learning_rate=1e-6, disable_dropout=True, gradient_checkpointing=False)
+    try:
+        dataset = datasets.Dataset.from_list(rows)
+    except Exception:  # pickle.PicklingError on the GPU image (Python 3.12, pyarrow 24): datasets' content
+        import uuid    # hash of the table cannot pickle pyarrow's MonthDayNano; no cache is needed here
+
+        import datasets.arrow_dataset as arrow_dataset
+        arrow_dataset.generate_fingerprint = lambda *a, **k: uuid.uuid4().hex
+        dataset = datasets.Dataset.from_list(rows)
     trainer = DPOTrainer(model=model_hf, ref_model=ref_hf if args.ref == "online" else None, args=cfg,
-                         processing_class=tok, train_dataset=datasets.Dataset.from_list(rows), callbacks=[Clock()])
+                         processing_class=tok, train_dataset=dataset, callbacks=[Clock()])
     t0 = time.perf_counter()
     trainer.train()
     t = times[args.warmup - 1:] if args.warmup else [t0] + times
