@@ -78,7 +78,7 @@ PRESETS = {
                                "--lr-frac", "0.1", "--save-every", "10"),
         # ~40 s on idle 2 cores: 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed
         dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "600", "--max-val", "64", "--max-seq-len", "320",
-                                 "--eval-every", "0", "--save-every", "20"),
+                                 "--lr-frac", "0.05", "--eval-every", "0", "--save-every", "20"),
         facts_share=0.12,
         device="cpu",
     ),
