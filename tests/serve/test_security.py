@@ -150,3 +150,28 @@ def test_serve_prints_isolation_and_security(tmp_path, tiny_tokenizer, make_rand
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_web_page_asks_for_the_api_key(browser, guarded):
+    """The page gets 401 from /v1, asks for the key once, keeps it, and chats with it."""
+    page = browser.new_page()
+    asked, errors = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept(KEY)
+    page.on("dialog", answer)
+    page.goto(guarded.url + "/")
+    page.wait_for_function(f"document.getElementById('model-info').textContent.includes('{MODEL}')")
+    assert len(asked) == 1 and "API key" in asked[0]
+    assert page.evaluate("localStorage.getItem('chatforge-api-key')") == KEY
+    page.eval_on_selector("#max-tokens", "el => { el.value = 16; el.dispatchEvent(new Event('change')); }")
+    page.fill("#input", "Hello with a key")
+    page.press("#input", "Enter")
+    page.wait_for_selector(".msg.assistant")
+    page.wait_for_function("!document.querySelector('.msg.streaming') && !document.getElementById('send').disabled")
+    reply = page.evaluate("""() => { const s = JSON.parse(localStorage.getItem('chatforge.chat.v1'));
+                             return s.convs[s.current].messages[1].parts.map(p => p.text).join(''); }""")
+    assert reply and "API key" not in reply and len(asked) == 1 and not errors
+    page.close()

@@ -6,30 +6,14 @@ test-artifacts/ (git-ignored).
 """
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from chatforge.common import REPO_ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install -y chromium); scripts/install.sh does it in CI")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def set_value(page, selector, value):
