@@ -134,7 +134,7 @@ def describe_isolation() -> str:
 def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None]:
     """The argv for `mode` (None if its tool is missing) and the fd carrying the seccomp filter."""
     runner = [sys.executable, "-I", "-S", "-B", "-c", BOOT, str(len(_runner_code())), mode, *limits,
-              os.pathsep.join(python_paths()), os.pathsep.join(_site_dirs())]
+              os.pathsep.join(_python_paths()), os.pathsep.join(_site_dirs())]
     if mode == "unshare":
         if not shutil.which("unshare"):
             return None, None
@@ -152,7 +152,7 @@ def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None
         for p in system_paths():
             cmd += ["--symlink", os.readlink(p), p] if os.path.islink(p) else ["--ro-bind", p, p]
         cmd += ["--size", str(SANDBOX_TMP_BYTES), "--tmpfs", "/tmp"]  # before binds under /tmp
-        for p in python_paths():
+        for p in _python_paths():
             cmd += ["--ro-bind", p, p]
         cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
         fd = None
@@ -172,6 +172,11 @@ def _command(mode: str, limits: list[str]) -> tuple[list[str] | None, int | None
 @functools.lru_cache(maxsize=None)
 def _runner_code() -> bytes:
     return marshal.dumps(compile(RUNNER.read_text(), str(RUNNER), "exec"))
+
+
+@functools.lru_cache(maxsize=None)
+def _python_paths() -> tuple[str, ...]:
+    return tuple(python_paths())
 
 
 @functools.lru_cache(maxsize=None)
