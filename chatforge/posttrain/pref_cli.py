@@ -3,6 +3,7 @@
   chatforge rm --base RUN --pairs PAIRS --out RM_RUN [--half 0|1]   train a reward model
   chatforge rm score RM_RUN --pairs PAIRS                            its pair accuracy on a file
   chatforge rm score RM_RUN --conversations CONVS                    one score per conversation
+  chatforge rm winrate JUDGE_RUN --a DPO_RUN --b SFT_RUN             A's win rate over B, judged by it
   chatforge dpo --base SFT_RUN --pairs PAIRS --out DPO_RUN           DPO fine-tuning
 
 PAIRS is a JSONL file (hh-rlhf or TRL's prompt/chosen/rejected formats) or `hh-rlhf` for the copy
@@ -22,8 +23,11 @@ def _rm(args):
     from chatforge.common import ChatforgeError
 
     if args.action:
+        if args.action[0] == "winrate" and len(args.action) == 2:
+            return _rm_winrate(args.action[1], args)
         if args.action[0] != "score" or len(args.action) != 2:
-            raise ChatforgeError("usage: chatforge rm score RM_RUN (--pairs PAIRS | --conversations CONVS)")
+            raise ChatforgeError("usage: chatforge rm score RM_RUN (--pairs PAIRS | --conversations CONVS), "
+                                 "or chatforge rm winrate JUDGE_RUN --a RUN_A --b RUN_B [--pairs PAIRS]")
         return _rm_score(args.action[1], args)
     if not (args.base and args.pairs and args.out):
         raise ChatforgeError("chatforge rm needs --base RUN --pairs PAIRS --out RM_RUN (or: rm score RM_RUN ...)")
@@ -67,6 +71,22 @@ def _rm_score(run_dir, args):
     raise ChatforgeError("chatforge rm score needs --pairs PAIRS or --conversations CONVS")
 
 
+def _rm_winrate(judge, args):
+    import json
+
+    from chatforge.common import ChatforgeError
+    from chatforge.posttrain.reward_model import win_rate
+
+    if not (args.a and args.b):
+        raise ChatforgeError("chatforge rm winrate JUDGE_RUN needs --a RUN_A --b RUN_B (e.g. the DPO and SFT runs)")
+    res = win_rate(judge, args.a, args.b, args.pairs or "hh-rlhf", args.n, args.max_new_tokens, _device(args.device),
+                   args.seed)
+    print(json.dumps(res, indent=1, ensure_ascii=False))
+    print(f"{args.a} beats {args.b} on {res['win_rate']:.1%} of {res['n']} held-out prompts (ties half), "
+          f"judged by {judge}")
+    return 0
+
+
 def _dpo(args):
     from chatforge.posttrain.dpo import DPOConfig, run_dpo
 
@@ -101,13 +121,18 @@ def _common(p, lr_frac):
 def register(sub):
     p = sub.add_parser("rm", help="train a reward model on preference pairs, or score with one",
                        description="Bradley-Terry reward model: the base/SFT run's Transformer with a scalar head.")
-    p.add_argument("action", nargs="*", metavar="score RM_RUN", help="score with a trained reward model")
+    p.add_argument("action", nargs="*", metavar="score|winrate RM_RUN",
+                   help="score with a trained reward model, or judge two runs' replies with it")
     p.add_argument("--base", help="base or SFT run to start from")
     p.add_argument("--out", help="reward-model run directory to write")
     p.add_argument("--half", type=int, choices=[0, 1],
                    help="train on one of two disjoint halves of the training pairs (a held-out judge uses the other)")
     p.add_argument("--head-lr", type=float, default=1e-3, help="AdamW rate of the score head (default 1e-3)")
     p.add_argument("--conversations", help="with `score`: a {\"messages\": [...]} JSONL file to score")
+    p.add_argument("--a", help="with `winrate`: the run whose replies are compared (e.g. the DPO run)")
+    p.add_argument("--b", help="with `winrate`: the run it is compared against (e.g. the SFT run)")
+    p.add_argument("--n", type=int, default=64, help="with `winrate`: held-out prompts (default 64)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="with `winrate`: reply length cap (default 128)")
     _common(p, 0.02)
     p.set_defaults(func=_rm, _parser=p)
 

@@ -328,3 +328,40 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# win rate of one chat model against another, as a reward model judges it
+
+
+def greedy_replies(run_dir, prompts: list[list[dict]], max_new_tokens: int = 128, device="cpu") -> list[str]:
+    """Each prompt's greedy reply from RUN's model (tools off: the judge reads plain text)."""
+    from chatforge.infer.engine import Engine, SamplingParams
+
+    engine = Engine.from_run(run_dir, device=device, tools=False)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
+    requests = []
+    for msgs in prompts:
+        try:
+            requests.append(engine.chat_prompt(msgs))
+        except ChatforgeError:  # the prompt does not fit the context: no reply
+            requests.append(None)
+    return [engine.complete(ids, params, 1)[0].text if ids is not None else "" for ids in requests]
+
+
+def win_rate(judge_run, run_a, run_b, pairs="hh-rlhf", n: int = 64, max_new_tokens: int = 128, device="cpu",
+             seed: int = 0) -> dict:
+    """How often the judge scores run A's greedy reply above run B's on n held-out prompts of
+    `pairs` (the prompts of pairs the reward models held out: prompt_task's split); ties count
+    half. E.g. A = the DPO run, B = its SFT run, judge = a reward model trained on other pairs."""
+    from chatforge.posttrain.pairs import prompt_task
+
+    prompts = [p.messages() for p in prompt_task(pairs, seed).heldout(n)]
+    scorer = RewardScorer(judge_run, device)
+    a = greedy_replies(run_a, prompts, max_new_tokens, device)
+    b = greedy_replies(run_b, prompts, max_new_tokens, device)
+    sa, sb = scorer.score(prompts, a), scorer.score(prompts, b)
+    wins = sum(x > y for x, y in zip(sa, sb)) + 0.5 * sum(x == y for x, y in zip(sa, sb))
+    return {"win_rate": wins / len(prompts), "n": len(prompts), "judge": str(judge_run), "a": str(run_a),
+            "b": str(run_b), "score_a": sum(sa) / len(sa), "score_b": sum(sb) / len(sb),
+            "samples": [{"prompt": p[-1]["content"], "a": x, "b": y} for p, x, y in zip(prompts[:3], a, b)]}

@@ -33,7 +33,7 @@ def setup(tiny_tokenizer, tmp_path):
     return base, pairs
 
 
-def test_reward_model_accuracy_rises(setup, tmp_path):
+def test_reward_model_accuracy_rises(setup, tmp_path, capsys):
     base, pairs = setup
     out = run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / "rm"), steps=25, batch_size=16,
                           val_frac=0.2, eval_every=0, device="cpu"), log=lambda *a: None)
@@ -48,6 +48,14 @@ def test_reward_model_accuracy_rises(setup, tmp_path):
     assert sum(g > b for g, b in zip(good, bad)) >= 18
     rm, _, _ = load_reward_model(out)
     assert set(rm.state_dict()) >= {"score.weight", "model.embed_tokens.weight"}
+
+    from chatforge.cli import main
+    from chatforge.posttrain.reward_model import win_rate
+
+    assert main(["rm", "score", str(out), "--pairs", str(pairs), "--limit", "40"]) == 0
+    assert '"val_accuracy"' in capsys.readouterr().out
+    res = win_rate(out, base, base, pairs=str(pairs), n=4, max_new_tokens=6)
+    assert res["win_rate"] == 0.5 and res["n"] == 4  # a model against itself: every prompt a tie
 
 
 def test_halves_are_disjoint_and_share_the_heldout_set(tiny_tokenizer, tmp_path):
