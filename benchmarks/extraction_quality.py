@@ -5,6 +5,10 @@ for each page, text the main content must contain (`with`) and boilerplate it mu
 (`without`). Scores as trafilatura's evaluation does: a found `with` snippet is a true
 positive, a missing one a false negative; a found `without` snippet a false positive.
 
+Also per language (fastText lid.176 on each page's `with` snippets: mostly German and English)
+and per half of the pages (split by a hash of the URL), so a method tuned on one half can be
+reported on the other.
+
     python benchmarks/extraction_quality.py [--limit N]
 """
 
@@ -40,6 +44,19 @@ def score(texts: dict, expected: dict) -> dict:
     return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9), "accuracy": (tp + tn) / max(tp + tn + fp + fn, 1)}
 
 
+def split_of(url: str) -> str:
+    import hashlib
+
+    return "AB"[int(hashlib.sha1(url.encode()).hexdigest(), 16) % 2]
+
+
+def page_languages(expected: dict) -> dict:
+    from chatforge.data.langid import detect, load_model
+
+    model = load_model()
+    return {url: detect(model, " ".join(exp.get("with", [])))[0] for url, exp in expected.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=0)
@@ -66,12 +83,30 @@ def main() -> int:
             except Exception:
                 texts[url] = None
         dt = time.perf_counter() - t0
-        rows.append((name, score(texts, expected), len(pages) / dt, total_bytes / dt / 1e6))
+        rows.append((name, score(texts, expected), len(pages) / dt, total_bytes / dt / 1e6, texts))
     print(f"{len(pages)} pages, {total_bytes / 1e6:.1f} MB HTML, 1 core")
     print("| extractor | precision | recall | F1 | accuracy | docs/s | MB/s |")
     print("|---|---|---|---|---|---|---|")
-    for name, s, dps, mbs in rows:
+    for name, s, dps, mbs, _ in rows:
         print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {dps:.1f} | {mbs:.2f} |")
+    langs = page_languages(expected)
+    groups = {}
+    for lang in ("de", "en"):
+        groups[f"{lang} ({sum(v == lang for v in langs.values())} pages)"] = [u for u in expected if langs[u] == lang]
+    other = [u for u in expected if langs[u] not in ("de", "en")]
+    groups[f"other ({len(other)} pages)"] = other
+    for half in "AB":
+        urls = [u for u in expected if split_of(u) == half]
+        groups[f"half {half} ({len(urls)} pages)"] = urls
+    print("\nprecision / recall / F1 by language and by half of the pages")
+    print("| pages | " + " | ".join(r[0] for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for label, urls in groups.items():
+        cells = []
+        for r in rows:
+            s = score(r[4], {u: expected[u] for u in urls})
+            cells.append(f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print(f"speed ratio resiliparse / trafilatura: {rows[1][2] / rows[0][2]:.1f}x; F1 difference: {rows[1][1]['f1'] - rows[0][1]['f1']:+.3f}")
     return 0
 
