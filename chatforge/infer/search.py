@@ -8,7 +8,9 @@ Choices, up front:
 - Documents are cut into passages (paragraphs, joined up to ~PASSAGE_CHARS) at build time, so a hit
   is a snippet the model can read, not a whole book.
 - A query is the words of the model's call text, OR-ed and ranked by BM25: a tiny model's query is
-  a noisy phrase, and OR ranking still finds the passage that shares the rare words (names).
+  a noisy phrase, and OR ranking still finds the passage that shares the rare words (names). Words
+  in more than 2% of passages are dropped first (document frequencies from an fts5vocab table):
+  without that, "was" or "the" makes every query rank most of the index (40x slower than bm25s).
 - The tool's output is the top-k passages, numbered, cut to a token budget (the tokenizer's count
   when given, else ~4 characters a token), so results never flood a small context window.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +101,7 @@ def build_index(inputs, out, quiet: bool = False) -> dict:
         db.executemany("INSERT INTO passages(text, url) VALUES (?, ?)", batch)
         n_pass += len(batch)
         db.execute("INSERT INTO passages(passages) VALUES ('optimize')")
+        db.execute("CREATE VIRTUAL TABLE vocab USING fts5vocab(passages, 'row')")  # document frequencies
         info = {"inputs": [str(i) for i in inputs], "docs": stats["docs"], "passages": n_pass,
                 "bad_lines": stats["bad_lines"], "seconds": round(time.time() - t0, 2)}
         db.execute("CREATE TABLE info(json TEXT)")
@@ -111,22 +115,35 @@ def build_index(inputs, out, quiet: bool = False) -> dict:
 
 
 class SearchIndex:
+    COMMON = 0.02  # query words in more than this share of passages are dropped (unless nothing is left)
+
     def __init__(self, path):
         path = Path(path)
         if not path.is_file():
             raise ChatforgeError(f"search index {path} does not exist; build it with `chatforge index build DOCS --out {path}`")
-        # one connection per thread: the engine may run tools from the server's worker thread
         self.path = path
+        # read-only, shared by threads (the server runs tools from its worker thread) under a lock
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.n = json.loads(self.db.execute("SELECT json FROM info").fetchone()[0])["passages"]
 
     def search(self, query: str, k: int = 3) -> list[dict]:
-        """Top-k passages by BM25 for the words of `query` (any of them); [] when it has no words."""
+        """Top-k passages by BM25 for the words of `query` (any of them); [] when it has no words.
+        Words common enough to match a large share of passages ("was", "the") are dropped first:
+        they barely move BM25 scores but make every query rank most of the index."""
         words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:32]
         if not words:
             return []
-        match = " OR ".join('"' + w.replace('"', '') + '"' for w in words)
-        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT text, url, bm25(passages) FROM passages WHERE passages MATCH ? "
-                              "ORDER BY bm25(passages) LIMIT ?", (match, k)).fetchall()
+        with self.lock:
+            df = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({','.join('?' * len(words))})",
+                                      words).fetchall())
+            words = [w for w in words if df.get(w, 0) > 0]
+            if not words:
+                return []
+            rare = [w for w in words if df[w] <= self.COMMON * self.n] or [min(words, key=df.get)]
+            match = " OR ".join('"' + w.replace('"', '') + '"' for w in rare)
+            rows = self.db.execute("SELECT text, url, bm25(passages) FROM passages WHERE passages MATCH ? "
+                                   "ORDER BY bm25(passages) LIMIT ?", (match, k)).fetchall()
         return [{"text": t, "url": u, "score": -s} for t, u, s in rows]
 
 

@@ -10,8 +10,8 @@ Llama 3's factuality recipe at our scale:
    each question is also asked under SEARCH_SYSTEM: known facts are answered directly, the rest go
    through a search call whose real results (masked from the loss) precede the answer, so the
    model learns *when* to search as well as how.
-A base run is asked with a few-shot "Question: / Answer:" prompt (it has seen no chat format); an
-SFT run is asked as a chat. Also written: the same set as SFT data would be *without* probing
+A base run is asked with a few-shot "Question: / Answer:" prompt (it has seen no chat format) and
+only its first sentence is graded (it does not know when to stop); an SFT run is asked as a chat. Also written: the same set as SFT data would be *without* probing
 (every question answered confidently: the usual recipe), the baseline the report compares with,
 and mixtures (`--mix`) that add either set to a built-in mixture at a given share.
 """
@@ -76,7 +76,7 @@ def few_shot_prompt(q: dict, shots: list[dict]) -> str:
 def ask(model, tokenizer, questions: list[dict], kind: str, k: int = 5, temperature: float = 0.8,
         max_tokens: int = 32, seed: int = 0, system: str | None = None, tools=None) -> list[list[dict]]:
     """k sampled replies per question (temperature 0: one greedy reply). Each reply is the engine's
-    parts list. A base model gets a few-shot prompt and stops at the end of the line."""
+    parts list. A base model gets a few-shot prompt and stops at the end of its first sentence."""
     from chatforge.infer.engine import Engine, Request, SamplingParams
     from chatforge.infer.tools import ToolRegistry
 
@@ -89,14 +89,18 @@ def ask(model, tokenizer, questions: list[dict], kind: str, k: int = 5, temperat
             others = [s for s in questions if s.get("entity", s["question"]) != q.get("entity", q["question"])]
             shots = rng.sample(others, min(3, len(others)))
             ids = tokenizer.encode(few_shot_prompt(q, shots))
+            while len(ids) + max_tokens > engine.max_context and shots:  # a short context: fewer shots
+                shots.pop()
+                ids = tokenizer.encode(few_shot_prompt(q, shots))
             params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed + i * k,
-                                    stop=("\n",), stop_token_ids=(tokenizer.bos_id,), use_tools=False)
+                                    stop=("\n", ". "), stop_token_ids=(tokenizer.bos_id,), use_tools=False)
         else:
             msgs = ([{"role": "system", "content": system}] if system else []) + \
                 [{"role": "user", "content": q["question"]}]
             ids = tokenizer.render_for_completion(msgs)
             params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed + i * k,
                                     use_tools=tools is not None)
+        ids = ids[-(engine.max_context - max_tokens):]  # what still does not fit loses its start
         reqs.append(Request(ids, params, n=n))
     out = []
     for start in range(0, len(reqs), 16):  # 16 questions (16 k rows) per batch
