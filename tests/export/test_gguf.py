@@ -170,6 +170,28 @@ def test_llama_cpp_f16_greedy_equals_our_engine(slow_run, slow_exported):
 
 
 @pytest.mark.slow
+def test_llama_cpp_chat_uses_our_template(slow_run, slow_exported):
+    """llama-cpp-python's chat completion renders the template from the GGUF's metadata into our
+    prompt ids, and its greedy reply is our engine's."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from chatforge.infer.engine import Engine, SamplingParams
+
+    model, tok, _ = load_run(slow_run)
+    llm = _llama(slow_exported["f16"])
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
+    fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token="<|assistant_end|>",
+                              bos_token="<|bos|>", add_generation_prompt=True)
+    r = fmt(messages=msgs)
+    assert llm.tokenize(r.prompt.encode(), add_bos=not r.added_special, special=True) == tok.render_for_completion(msgs)
+    reply = llm.create_chat_completion(msgs, max_tokens=24, temperature=0)["choices"][0]["message"]["content"]
+    ours = Engine(model, tok).complete(tok.render_for_completion(msgs),
+                                       SamplingParams(max_tokens=24, temperature=0, use_tools=False))[0]
+    # llama-cpp-python drops bytes that are not valid UTF-8 where we write U+FFFD (random weights emit them)
+    assert reply == "".join(p["text"] for p in ours.parts).replace("\ufffd", "")
+
+
+@pytest.mark.slow
 def test_llama_cpp_q8_0_top1_agrees_on_heldout_text(slow_run, slow_exported):
     model, tok, _ = load_run(slow_run)
     ids = [tok.bos_id] + tok.encode(_heldout_text(5_000))[:500]
