@@ -281,38 +281,80 @@ def _tick(n: int, nbytes: int = 0, k: int = -1) -> None:
             _DOCS_READ.value += n
 
 
-def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool):
-    """Run fn(*job) for each job in `workers` processes (in-process when workers == 1)."""
+def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool, keep_going: bool = False) -> list:
+    """Run fn(*job) for each job in `workers` processes (in-process when workers == 1).
+
+    keep_going: a job that raises is returned as (job, exception) instead of stopping the map
+    (a dead worker process still stops it: that breaks the whole pool).
+    """
     global _DOCS_READ, _LOCAL_BAR
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), desc=desc, unit="task", disable=quiet or not jobs, leave=False, mininterval=1.0)
     bar.postfix_n = 0
-    results = {}
+    failed = []
     try:
         if workers <= 1:
             _LOCAL_BAR = None if bar.disable else bar
             for job in jobs:
-                results[job[0]] = fn(*job)
+                try:
+                    fn(*job)
+                except Exception as e:
+                    if not keep_going:
+                        raise
+                    failed.append((job, e))
                 bar.update()
         else:
             _DOCS_READ = mp.get_context("fork").Value("q", 0)
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)) or 1, mp_context=mp.get_context("fork")) as ex:
-                pending = {ex.submit(fn, *job): job[0] for job in jobs}
+                pending = {ex.submit(fn, *job): job for job in jobs}
                 while pending:
                     done, _ = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        results[pending.pop(fut)] = fut.result()
+                        job = pending.pop(fut)
+                        try:
+                            fut.result()
+                        except BrokenProcessPool:
+                            raise
+                        except Exception as e:
+                            if not keep_going:
+                                raise
+                            failed.append((job, e))
                         bar.update()
                     if _DOCS_READ.value:
                         bar.set_postfix_str(f"{_DOCS_READ.value:,} docs read")
     finally:
         _DOCS_READ = _LOCAL_BAR = None
         bar.close()
-    return results
+    return failed
+
+
+def rerun_without_poisoned(job: tuple, err: Exception, run, quiet: bool) -> None:
+    """A pass-1 task raised: run each of its files alone (in a scratch folder, via `run`, which
+    raises on failure), then rerun the task without the files that fail alone (read
+    `poisoned_input`, named in stats). Both engines use this."""
+    import shutil
+
+    k, files, work, cfg = job
+    if not quiet:
+        print(f"task {k} failed ({type(err).__name__}: {err}); probing its {len(files)} file(s)")
+    scratch = Path(work) / f"probe_{k:05d}"
+    bad = []
+    for i, f in enumerate(files):
+        try:
+            run(k, [f], str(scratch / str(i)), cfg)
+        except Exception:
+            bad.append(f)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not bad:
+        raise ChatforgeError(f"build task {k} fails although each of its files alone passes: {err}")
+    if not quiet:
+        print(f"task {k}: skipping poisoned input(s): {', '.join(bad)}")
+    run(k, files, work, cfg, tuple(bad))
 
 
 def merge_stats(per_task: list[list[dict]]) -> list[StepStats]:
@@ -388,7 +430,8 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
     if ray_run:
         ray_run.filter(todo)
     else:
-        _pool_map(run_task, todo, workers, "filter", quiet)
+        for job, err in _pool_map(run_task, todo, workers, "filter", quiet, keep_going=True):
+            rerun_without_poisoned(job, err, run_task, quiet)
     t_filter = time.perf_counter() - t1
 
     t2 = time.perf_counter()

@@ -22,9 +22,7 @@ cluster's nodes need chatforge installed and the output folder on a filesystem t
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from pathlib import Path
 
 import ray
 
@@ -127,29 +125,13 @@ class RayEngine:
         sizes = {j[0]: sum(os.path.getsize(f) for f in j[1]) for j in jobs}
         self._drain("filter", {self._submit("run_task", j): j for j in jobs}, sizes, self._probe_and_rerun)
 
-    def _probe_and_rerun(self, job: tuple, err: Exception):
-        k, files, work, cfg = job
-        if not self.quiet:
-            print(f"task {k} failed {MAX_RETRIES + 1} times ({type(err).__name__}); probing its {len(files)} file(s)")
-        scratch = Path(work) / f"probe_{k:05d}"
-        probes = []
-        for i, f in enumerate(files):
-            d = scratch / str(i)
-            d.mkdir(parents=True, exist_ok=True)
-            probes.append(_task.options(max_retries=0, retry_exceptions=False).remote(
-                "run_task", None, None, k, [f], str(d), cfg))
-        bad = []
-        for f, ref in zip(files, probes):
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                bad.append(f)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if not bad:
-            raise ChatforgeError(f"build task {k} fails although each of its files alone passes: {err}")
-        if not self.quiet:
-            print(f"task {k}: skipping poisoned input(s): {', '.join(bad)}")
-        return self._submit("run_task", (k, files, work, cfg, tuple(bad)))
+    def _probe_and_rerun(self, job: tuple, err: Exception) -> None:
+        from chatforge.data.build import rerun_without_poisoned
+
+        def run(*args):  # one Ray task, waited for here (the other tasks keep running meanwhile)
+            return ray.get(_task.options(max_retries=0, retry_exceptions=False).remote("run_task", None, None, *args))
+
+        rerun_without_poisoned(job, err, run, self.quiet)
 
     # global dedup ---------------------------------------------------------------
     def map_bands(self, sig_paths, bands: int, rows: int, alive):
@@ -189,10 +171,9 @@ class RayEngine:
                     try:
                         ray.get(ref)
                     except ray.exceptions.RayError as e:
-                        if on_fail is None or job[-1] == "rerun":  # pass 3, or a rerun without its poisoned files
+                        if on_fail is None:
                             raise ChatforgeError(f"{desc} task {job[0]} failed after {MAX_RETRIES} retries: {e}") from e
-                        pending[on_fail(job, e)] = (*job, "rerun")
-                        continue
+                        on_fail(job, e)
                     done += sizes.get(job[0], 0)
                     bar.update()
                 if self.board is not None:

@@ -104,3 +104,38 @@ def test_rebuild_with_other_settings_refused(planted, tmp_path):
     shutil.copytree(planted["out"], out)
     with pytest.raises(ChatforgeError, match="other inputs or settings"):
         build([str(planted["inputs"])], out, config=BuildConfig(language_threshold=0.5), quiet=True)
+
+
+def test_poisoned_and_corrupt_inputs_skipped_and_named_locally(planted, tmp_path):
+    """The local pool, like the Ray engine, finishes the build without the bad files and names them."""
+    import os
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inputs = tmp_path / "in"
+    shutil.copytree(planted["inputs"], inputs)
+    pq.write_table(pa.table({"content": ["no text column here"]}), inputs / "zz-poison.parquet")  # raises every time
+    (inputs / "zz-garbage.warc.gz").write_bytes(os.urandom(3000))
+    r = build([str(inputs)], tmp_path / "o", workers=2, config=BuildConfig(), quiet=True)
+    read = _step(r, "read")
+    assert read["dropped"]["poisoned_input"] == 1
+    assert read["examples"]["poisoned_input"] == [str(inputs / "zz-poison.parquet")]
+    assert str(inputs / "zz-garbage.warc.gz") in read["examples"]["corrupt_stream"]
+    assert r["bad_inputs"] == sorted([str(inputs / "zz-poison.parquet"), str(inputs / "zz-garbage.warc.gz"),
+                                      str(inputs / "cut.warc")])
+    assert r["documents_out"] == planted["stats"]["documents_out"]
+    assert not list((tmp_path / "o" / "work").glob("probe_*"))  # the probes' scratch folders are gone
+
+
+def test_local_build_does_not_import_ray(planted, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from chatforge.data.build import BuildConfig, build; "
+            f"build([{str(planted['inputs'])!r}], {str(tmp_path / 'o')!r}, workers=1, config=BuildConfig(), quiet=True); "
+            "print('ray' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "False"

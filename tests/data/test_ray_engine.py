@@ -102,3 +102,11 @@ def test_killed_build_resumes_redoing_only_unfinished_tasks(planted, local_build
     assert {f: (work / f).stat().st_mtime_ns for f in done} == done  # finished tasks were not redone
     assert _docs(out) == _docs(local_build[0]) and not list(work.glob(".*.tmp"))
     assert _counts(r) == _counts(local_build[1])
+
+
+def test_progress_line_shows_rates_eta_and_workers():
+    from chatforge.data.ray_engine import format_progress
+
+    line = format_progress(12_000, 30_000_000, 10.0, 0.25, {"a1:10": [3, 1_200, "busy"], "a1:11": [5, 0, "idle"]})
+    assert line.startswith("12,000 docs, 1,200 docs/s, 3.0 MB/s, ETA 0:30 | 1/2 busy: a1:10 t3 1,200 docs")
+    assert "ETA ?" in format_progress(0, 0, 1.0, 0.0, {})
