@@ -358,6 +358,9 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         raise ChatforgeError(f"{out} already holds a run; pick another --out, delete it, or pass --resume")
     info = dist.setup(cfg.device)
     device, world, rank = info.device, info.world_size, info.rank
+    if cfg.prompts % world:
+        raise ChatforgeError(f"--prompts {cfg.prompts} must be a multiple of the number of processes ({world}) "
+                             "so every rank rolls out the same number of problems")
     if not info.is_main:
         log = lambda *a, **k: None  # noqa: E731  (rank 0 reports)
     reward_fn = resolve_reward(cfg.reward, device)

@@ -302,3 +302,50 @@ def test_a_tiny_run_writes_a_run_directory_logs_plot_and_resumes(sft_run, tmp_pa
     assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4]
     assert [r["step"] for r in recs if r["kind"] == "eval"] == [0, 3, 4]
     assert json.loads((crashed / "config.json").read_text())["heldout_before"]["n"] == 3  # from the first attempt
+
+
+def test_torchrun_two_processes_split_the_rollouts(sft_run, tmp_path, run_reporting_hangs):
+    """2 CPU processes (gloo): each rolls out half the problems, counts and gradients are summed."""
+    import sys
+
+    args = ["rl", "--base", str(sft_run), "--task", "arithmetic:0", "--steps", "2", "--prompts", "4", "--group", "2",
+            "--max-new-tokens", "6", "--eval-problems", "5", "--pass-k", "2", "--eval-every", "1", "--save-every", "1",
+            "--device", "cpu", "--no-tools"]
+    two = run_reporting_hangs([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "chatforge", *args, "--out", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    cfg = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert cfg["step"] == 2 and cfg["heldout_before"]["n"] == 5 == cfg["heldout_after"]["n"]  # 3 + 2 problems
+    odd = run_reporting_hangs([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "chatforge", *args[:8], "3", *args[9:], "--out", str(tmp_path / "odd")])
+    assert odd.returncode != 0 and "must be a multiple of the number of processes" in odd.stderr + odd.stdout
+
+
+@pytest.mark.slow
+def test_a_tiny_cpu_run_on_arithmetic_raises_heldout_reward(tiny_tokenizer, tmp_path):
+    """SFT a d2 model on level-0 arithmetic until it sometimes gets it right, then GRPO: the held-out
+    pass@1 (8 samples of each of the 20 held-out problems) and the training reward rise.
+    (~1-2 minutes on an idle core: the SFT takes most of it.)"""
+    from chatforge.model import GPT, GPTConfig, save_run
+    from chatforge.posttrain.sft import sft
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=256))
+    base = save_run(tmp_path / "base", model, tiny_tokenizer, kind="base", step=0)
+    mix = {"name": "arith", "seed": 0, "val_per_set": 8,
+           "sets": [{"source": "arithmetic", "examples": 2000, "args": {"level": 0}}]}
+    chat = sft(base, mix=mix, out_dir=tmp_path / "sft", steps=SFT_STEPS, batch_size=16, device_batch_size=16,
+               lr_frac=1.0, device="cpu", eval_every=0, save_every=0, probes=False, log=lambda *a: None)
+    out = rl_mod.rl(chat, task="arithmetic:0", out_dir=tmp_path / "rl", log=lambda *a: None, steps=RL_STEPS,
+                    prompts=16, group=8, max_new_tokens=20, lr_frac=RL_LR, eval_every=0, eval_problems=0, pass_k=8,
+                    save_every=0, device="cpu")
+    cfg = json.loads((out / "config.json").read_text())
+    before, after = cfg["heldout_before"], cfg["heldout_after"]
+    assert before["n"] == 20 and 0.05 < before["pass@1"] < 0.9, before
+    assert after["pass@1"] > before["pass@1"] + 0.08, (before, after)
+    train = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    first, last = (sum(r["reward_mean"] for r in part) / len(part) for part in (train[:5], train[-5:]))
+    assert last > first + 0.05, (first, last)
+
+
+SFT_STEPS, RL_STEPS, RL_LR = 75, 25, 0.1
