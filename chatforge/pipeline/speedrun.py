@@ -106,7 +106,8 @@ def with_dpo(stages: list[Stage], preset: Preset, out: Path, device: str, heldou
     dpo = Stage("dpo", ["dpo", "--base", str(out / "sft"), "--pairs", pairs, "--out", str(out / "dpo"),
                         "--steps", str(preset.dpo_steps), "--device", device, *preset.dpo_extra],
                 out / "dpo" / "model.safetensors", resume_flag="--resume")
-    return [x for s in stages for x in [s, *([dpo] if s.name == "sft" else [])]]
+    after = "rl" if any(s.name == "rl" for s in stages) else "sft"  # the RL stage keeps its place right after SFT
+    return [x for s in stages for x in [s, *([dpo] if s.name == after else [])]]
 
 
 def with_rl(stages: list[Stage], preset: Preset, out: Path, device: str, eval_flags: list[str],
