@@ -140,3 +140,41 @@ def test_wikitext_becomes_detokenized_articles(shared_data):
     assert docs[0].text.startswith("= Homarus gammarus =")
     assert " @-@ " not in docs[0].text and " , " not in docs[0].text
     assert sum(d.text.startswith("= ") and not d.text.startswith("= =") for d in docs) >= 50  # one per article
+
+
+def test_parquet_and_warc_are_streamed(tmp_path):
+    """A FineWeb-style parquet and a Common Crawl-style WARC.gz are read a batch / a record at a
+    time: memory while reading stays a small fraction of the data, however big the file."""
+    import io
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    text = " ".join(f"word{i % 997}" for i in range(400))  # ~3 KB, a FineWeb document's size
+    n = 12_000  # ~36 MB of text
+    pq.write_table(pa.table({"text": [f"{k} {text}" for k in range(n)], "id": [str(k) for k in range(n)]}),
+                   tmp_path / "fw.parquet", row_group_size=1000)
+    peak, count = 0, 0
+    for d in Reader().read(tmp_path / "fw.parquet"):
+        count += 1
+        peak = max(peak, pa.total_allocated_bytes())
+    assert count == n and peak < 0.5 * n * len(text)  # reading it whole would take >= 1x
+
+    text = " ".join(f"word{i % 997}" for i in range(1500))  # ~12 KB
+
+    body = ("<html><body><p>" + text + "</p></body></html>").encode()
+    with open(tmp_path / "cc.warc.gz", "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for k in range(400):  # ~5 MB of HTML
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            rec = w.create_warc_record(f"https://example.com/{k}", "response", payload=io.BytesIO(body), http_headers=http)
+            w.write_record(rec)
+            rec.raw_stream.close()
+    tracemalloc.start()
+    count = sum(1 for _ in Reader().read(tmp_path / "cc.warc.gz"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 400 and peak < 0.1 * 400 * len(body)
