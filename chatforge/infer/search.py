@@ -135,8 +135,11 @@ class SearchIndex:
         if not words:
             return []
         with self.lock:
-            df = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({','.join('?' * len(words))})",
-                                      words).fetchall())
+            try:
+                df = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({','.join('?' * len(words))})",
+                                          words).fetchall())
+            except sqlite3.OperationalError:  # an index from before the vocab table: no word is dropped
+                df = {w: 1 for w in words}
             words = [w for w in words if df.get(w, 0) > 0]
             if not words:
                 return []
