@@ -48,7 +48,7 @@ def time_ours(model, tok, prompt, n, threads):
     engine = Engine(model, tok)
     params = SamplingParams(max_tokens=n, temperature=0, stop_token_ids=(), use_tools=False)
     stamps = []
-    for events in engine.generate([Request(list(prompt), params, 1)]):
+    for _ in engine.generate([Request(list(prompt), params, 1)]):
         stamps.append(time.perf_counter())
     return (n - 1) / (stamps[-1] - stamps[0])
 

@@ -79,7 +79,8 @@ def model_card(run_dir: Path, run_cfg: dict, tok, state: dict) -> str:
         lines.append(f"- supervised fine-tuning: {run_cfg.get('step', '?')} steps on the `{name}` mixture")
         va, vb = run_cfg.get("val_after") or {}, run_cfg.get("val_before") or {}
         if "val_loss" in va and "val_loss" in vb:
-            lines.append(f"- held-out assistant-token loss: {vb['val_loss']:.3f} before SFT, {va['val_loss']:.3f} after")
+            lines.append(f"- held-out assistant-token loss: {vb['val_loss']:.3f} before SFT, "
+                         f"{va['val_loss']:.3f} after")
     lines += ["", "## Evaluation", ""]
     results = find_eval(run_dir)
     rows = eval_rows(results) if results else []

@@ -29,7 +29,7 @@ def cmd_export(args):
     if "gguf" in formats:
         from chatforge.export.gguf import export_gguf
 
-        written += export_gguf(args.run, out, quants=_split(args.quant))
+        written += export_gguf(args.run, out, quants=_split(args.quant), progress=True)
     for p in written:
         print(f"{p}  ({p.stat().st_size / 1e6:.1f} MB)")
     print(f"exported {args.run} -> {out} in {time.time() - t0:.1f}s")

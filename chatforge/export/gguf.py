@@ -102,8 +102,9 @@ def add_tokenizer(writer, tok) -> None:
     writer.add_chat_template(CHAT_TEMPLATE)
 
 
-def write_gguf(path: Path, model_cfg: dict, state: dict, tok, quant: str, name: str) -> None:
+def write_gguf(path: Path, model_cfg: dict, state: dict, tok, quant: str, name: str, progress: bool = False) -> None:
     import gguf
+    from tqdm import tqdm
 
     if quant not in QUANTS:
         raise ChatforgeError(f"unknown --quant {quant!r}; the gguf package quantizes to {', '.join(QUANTS)} "
@@ -128,7 +129,7 @@ def write_gguf(path: Path, model_cfg: dict, state: dict, tok, quant: str, name: 
         w.add_file_type(_file_type(quant))
         add_tokenizer(w, tok)
         qtype = _qtype(quant)
-        for hf_name, t in state.items():
+        for hf_name, t in tqdm(state.items(), desc=f"{path.name}", unit="tensor", disable=not progress):
             if hf_name == "lm_head.weight" and model_cfg.get("tie_embeddings"):
                 continue
             a = t.float().numpy()
@@ -158,7 +159,7 @@ def modelfile(gguf_file: str, seq_len: int) -> str:
             "PARAMETER temperature 0.7\n")
 
 
-def export_gguf(run_dir, out, quants=("f16",)) -> list[Path]:
+def export_gguf(run_dir, out, quants=("f16",), progress: bool = False) -> list[Path]:
     """One GGUF per quant in `out`, plus an Ollama Modelfile for the first; returns the files written."""
     from safetensors.torch import load_file
 
@@ -179,7 +180,7 @@ def export_gguf(run_dir, out, quants=("f16",)) -> list[Path]:
     written = []
     for q in quants:
         path = out / f"{name}-{q}.gguf"
-        write_gguf(path, run_cfg["model"], state, tok, q, name)
+        write_gguf(path, run_cfg["model"], state, tok, q, name, progress)
         written.append(path)
     atomic_write_text(out / "Modelfile", modelfile(written[0].name, run_cfg["model"]["seq_len"]))
     return written + [out / "Modelfile"]

@@ -39,7 +39,8 @@ def read_run(run_dir) -> tuple[Path, dict]:
         raise ChatforgeError(f"{run_dir} is not a run directory (needs config.json and model.safetensors); "
                              "train one with `chatforge train` or `chatforge sft`")
     if not (run_dir / "tokenizer").is_dir():
-        raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; copy the tokenizer the run was trained with there")
+        raise ChatforgeError(f"{run_dir} has no tokenizer/ directory; copy the tokenizer the run was trained "
+                             "with there")
     return run_dir, json.loads(cfg_path.read_text())
 
 

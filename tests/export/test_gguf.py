@@ -112,7 +112,8 @@ def test_cli_writes_both_formats(tiny_run, tmp_path, capsys):
 # ---- llama.cpp (slow: llama-cpp-python builds llama.cpp from source) ----------------------------
 
 def _llama(path, n_ctx=512):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: bash scripts/test_llamacpp.sh")
+    llama_cpp = pytest.importorskip("llama_cpp",
+                                    reason="llama-cpp-python is not installed: bash scripts/test_llamacpp.sh")
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=1, logits_all=True, verbose=False)
 
 
