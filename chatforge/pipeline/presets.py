@@ -76,9 +76,10 @@ PRESETS = {
         sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
         rl_steps=30, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "200",
                                "--lr-frac", "0.1", "--save-every", "10"),
-        # ~40 s on idle 2 cores: 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed
-        dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "600", "--max-val", "64", "--max-seq-len", "320",
-                                 "--lr-frac", "0.05", "--eval-every", "0", "--save-every", "20"),
+        # 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed: 99 CPU-seconds on one
+        # thread at the 600-pair limit (docs/benchmarks.md, DPO), ~85 at this one
+        dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "500", "--val-frac", "0.15", "--max-val", "64",
+                                 "--max-seq-len", "320", "--lr-frac", "0.05", "--eval-every", "0", "--save-every", "20"),
         facts_share=0.12,
         device="cpu",
     ),
