@@ -257,7 +257,8 @@ def dpo_report_section(out_dir) -> str:
             ("implicit DPO reward ranks chosen first (beta log-ratio; ties before)", pct(b, "val_accuracy"),
              pct(a, "val_accuracy")),
             ("mean reward margin r(chosen) - r(rejected)", num(b, "val_margin"), num(a, "val_margin")),
-            ("DPO loss (log 2 = 0.693 before)", f"{b.get('val_loss', float('nan')):.4f}", f"{a.get('val_loss', float('nan')):.4f}"),
+            ("DPO loss (log 2 = 0.693 before)", f"{b.get('val_loss', float('nan')):.4f}",
+             f"{a.get('val_loss', float('nan')):.4f}"),
             ("log p(chosen) change vs the SFT model (nats)", num(b, "val_logp_chosen_delta"),
              num(a, "val_logp_chosen_delta"))]
     stats = ", ".join(f"{v:,} {k}" for k, v in sorted((cfg.get("pair_stats") or {}).items()))

@@ -148,7 +148,8 @@ def resolve_pairs_path(path: str | Path) -> Path:
 
 
 def read_pairs(path: str | Path, stats: Counter | None = None, limit: int | None = None) -> list[Pair]:
-    """All good pairs of a file ('hh-rlhf', 'synthetic' or a path); bad lines are counted in `stats` ('skipped: <reason>') and skipped."""
+    """All good pairs of a file ('hh-rlhf', 'synthetic' or a path); bad lines are counted in
+    `stats` ('skipped: <reason>') and skipped."""
     stats = stats if stats is not None else Counter()
     if str(path) == "synthetic":  # generated (synthetic_pairs): no file, no ../shared/data needed
         out = synthetic_pairs(limit or 2000)
