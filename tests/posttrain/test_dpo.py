@@ -169,3 +169,38 @@ def test_speedrun_plans_dpo_after_sft(tmp_path):
         assert names.index("dpo") > names.index("sft")
         assert dpo.argv[dpo.argv.index("--base") + 1] == str(tmp_path / "sft")
         assert dpo.argv[dpo.argv.index("--pairs") + 1] == pairs and dpo.resume_flag == "--resume"
+
+
+def test_dpo_resume_continues_exactly(tiny_tokenizer, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from chatforge.model import save_run
+    from chatforge.posttrain import sft as sft_mod
+
+    tok = tiny_tokenizer
+    base = save_run(tmp_path / "sft", _tiny_gpt(tok.vocab_size, 0), tok, kind="sft", step=0)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                             for p in synthetic_pairs(40, seed=2)))
+    run = lambda out, **kw: run_dpo(DPOConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / out), steps=6,  # noqa: E731
+                                              batch_size=4, eval_every=0, device="cpu", **kw), log=lambda *a: None)
+    full = run("full")
+    real, calls = sft_mod.step_rows, {"n": 0}
+
+    def dies_at_step_5(*a, **k):  # the loop asks for each step's pairs once
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sft_mod, "step_rows", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", save_every=2)
+    monkeypatch.setattr(sft_mod, "step_rows", real)
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["step"] == 4
+    run("cut", save_every=2, resume=True)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["val_before"]["val_loss"] == \
+        json.loads((full / "config.json").read_text())["val_before"]["val_loss"]
