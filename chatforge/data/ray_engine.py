@@ -38,10 +38,12 @@ class ProgressBoard:
     def __init__(self):
         self.docs = self.bytes = 0
         self.workers: dict[str, list] = {}  # who -> [task, docs in that task, state]
+        self.task_bytes: dict[int, int] = {}  # bytes read per task (for the ETA)
 
     def report(self, who: str, k: int, n: int, nbytes: int, state: str = "busy"):
         self.docs += n
         self.bytes += nbytes
+        self.task_bytes[k] = self.task_bytes.get(k, 0) + nbytes
         w = self.workers.setdefault(who, [k, 0, state])
         if w[0] != k:
             w[0], w[1] = k, 0
@@ -49,7 +51,7 @@ class ProgressBoard:
         w[2] = state
 
     def snapshot(self):
-        return self.docs, self.bytes, self.workers
+        return self.docs, self.bytes, self.workers, self.task_bytes
 
 
 def _in_worker(fn_name: str, board, fault: str | None, *args):
@@ -97,6 +99,19 @@ def format_progress(docs: int, nbytes: int, elapsed: float, frac: float, workers
     state = ", ".join(f"{who} t{w[0]} {w[1]:,} docs" for who, w in busy[:8]) + (" ..." if len(busy) > 8 else "")
     return (f"{docs:,} docs, {docs / max(elapsed, 1e-9):,.0f} docs/s, {nbytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s, "
             f"ETA {_fmt_eta(eta)} | {len(busy)}/{len(workers)} busy" + (f": {state}" if state else ""))
+
+
+def _done_fraction(sizes: dict, done: set, task_bytes: dict) -> float:
+    """Fraction of the input done, by input file sizes: finished tasks count whole, running ones
+    by the bytes they have read over their size times the expansion ratio (bytes read / input
+    size). The ratio is the finished tasks' pulled towards 4 (a WARC.gz's) by a prior worth a
+    tenth of the input, so a few small odd files finished first do not swing the ETA."""
+    total = max(sum(sizes.values()), 1)
+    fin = sum(sizes[k] for k in done)
+    prior = 0.1 * total
+    ratio = (sum(task_bytes.get(k, 0) for k in done) + 4.0 * prior) / (fin + prior)
+    running = sum(min(task_bytes.get(k, 0) / max(ratio, 1e-9), 0.99 * s) for k, s in sizes.items() if k not in done)
+    return (fin + running) / total
 
 
 class RayEngine:
@@ -161,7 +176,7 @@ class RayEngine:
         from tqdm import tqdm
 
         bar = tqdm(total=len(pending), desc=desc, unit="task", disable=self.quiet or not pending, mininterval=1.0)
-        total, done, t0 = max(sum(sizes.values()), 1), 0, time.perf_counter()
+        total, t0, done = max(sum(sizes.values()), 1), time.perf_counter(), set()
         base = ray.get(self.board.snapshot.remote())[:2] if self.board is not None else (0, 0)
         try:
             while pending:
@@ -174,11 +189,12 @@ class RayEngine:
                         if on_fail is None:
                             raise ChatforgeError(f"{desc} task {job[0]} failed after {MAX_RETRIES} retries: {e}") from e
                         on_fail(job, e)
-                    done += sizes.get(job[0], 0)
+                    done.add(job[0])
                     bar.update()
                 if self.board is not None:
-                    docs, nbytes, workers = ray.get(self.board.snapshot.remote())
+                    docs, nbytes, workers, task_bytes = ray.get(self.board.snapshot.remote())
                     bar.set_postfix_str(format_progress(docs - base[0], nbytes - base[1], time.perf_counter() - t0,
-                                                        done / total, workers), refresh=True)
+                                                        _done_fraction(sizes, done, task_bytes) if sizes else 0.0,
+                                                        workers), refresh=True)
         finally:
             bar.close()

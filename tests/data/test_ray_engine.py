@@ -110,3 +110,14 @@ def test_progress_line_shows_rates_eta_and_workers():
     line = format_progress(12_000, 30_000_000, 10.0, 0.25, {"a1:10": [3, 1_200, "busy"], "a1:11": [5, 0, "idle"]})
     assert line.startswith("12,000 docs, 1,200 docs/s, 3.0 MB/s, ETA 0:30 | 1/2 busy: a1:10 t3 1,200 docs")
     assert "ETA ?" in format_progress(0, 0, 1.0, 0.0, {})
+
+
+def test_eta_fraction_counts_running_tasks_by_bytes_read():
+    from chatforge.data.ray_engine import _done_fraction
+
+    # task 0 finished after reading 4x its (compressed) size; task 1 has read 200 bytes: half done
+    assert _done_fraction({0: 100, 1: 100}, {0}, {0: 400, 1: 200}) == 0.75
+    assert _done_fraction({0: 100, 1: 100}, set(), {0: 200}) == 0.25  # a WARC.gz's ratio, 4, before any finished
+    assert _done_fraction({0: 100}, set(), {0: 10_000}) == 0.99  # never done before it finishes
+    # a tiny finished file that yielded nothing does not make the big running one look finished
+    assert 0.3 < _done_fraction({0: 1, 1: 1000}, {0}, {0: 0, 1: 2000}) < 0.6
