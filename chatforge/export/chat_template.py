@@ -15,13 +15,11 @@ before opening a new assistant turn.
 from __future__ import annotations
 
 CHAT_TEMPLATE = (
-    "{%- set msgs = messages -%}"
-    "{%- if add_generation_prompt and msgs and msgs[-1]['role'] == 'assistant' -%}"
-    "{%- set msgs = msgs[:-1] -%}"
-    "{%- endif -%}"
     "{{- bos_token -}}"
-    "{%- for m in msgs -%}"
-    "{%- if m['role'] == 'system' or m['role'] == 'user' -%}"
+    "{%- for m in messages -%}"
+    # only loop.last, no slicing or `set`: the Jinja subsets of llama.cpp (minja) and LM Studio run it too
+    "{%- if add_generation_prompt and loop.last and m['role'] == 'assistant' -%}"
+    "{%- elif m['role'] == 'system' or m['role'] == 'user' -%}"
     "{{- '<|' + m['role'] + '_start|>' -}}"
     "{%- if m['content'] is string -%}{{- m['content'] -}}"
     "{%- else -%}{%- for p in m['content'] -%}{{- p['text'] -}}{%- endfor -%}{%- endif -%}"

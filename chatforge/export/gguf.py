@@ -27,6 +27,8 @@ import numpy as np
 
 from chatforge.common import ChatforgeError, atomic_path, atomic_write_text
 
+# llama.cpp's `llama-bpe` regex (Llama 3's), a fact about llama.cpp rather than a copy of our
+# SPLIT_PATTERN: should ours ever change, the export must refuse instead of tokenizing differently
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                   r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
