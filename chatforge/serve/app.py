@@ -7,7 +7,8 @@
 Errors have OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with a 4xx status for
 anything the client can fix. Host/Origin checks, the API key, the body-size and concurrency caps
 are one middleware in security.py; the max_tokens cap is checked here. Tool calls (python) are
-rendered into `content` as fenced blocks, so any OpenAI client shows them; `chatforge_parts` (an
+rendered into `content` as fenced blocks, so any OpenAI client shows them, and listed (non-streamed)
+in OpenAI's `tool_calls` shape (already run; the output rides along); `chatforge_parts` (an
 extra field) carries them as typed parts for the web page.
 """
 
@@ -72,6 +73,21 @@ class ContentRenderer:
             self.kind = "text"
             return "\n```\n"
         return ""
+
+
+_TOOL_ARG = {"python": "code", "search": "query"}
+
+
+def openai_tool_calls(parts: list[dict]) -> list[dict]:
+    """The calls among a reply's parts in OpenAI's `tool_calls` shape (each with its output as
+    `chatforge_output`): the server already ran them, so clients only show them (non-streamed replies)."""
+    calls = []
+    for j, p in enumerate(parts):
+        if p["type"] in _TOOL_ARG:
+            out = parts[j + 1]["text"] if j + 1 < len(parts) and parts[j + 1]["type"] == p["type"] + "_output" else None
+            calls.append({"id": f"call_{len(calls)}", "type": "function", "chatforge_output": out,
+                          "function": {"name": p["type"], "arguments": json.dumps({_TOOL_ARG[p["type"]]: p["text"]})}})
+    return calls
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -312,6 +328,7 @@ def create_app(engine: Engine, model_name: str, max_batch: int = 32, kind: str =
                 msg = {"role": "assistant", "content": content}
                 if any(p["type"] != "text" for p in parts[i]):
                     msg["chatforge_parts"] = parts[i]
+                    msg["tool_calls"] = openai_tool_calls(parts[i])
                 c = {"index": i, "message": msg, "finish_reason": fr,
                      "logprobs": {"content": lps[i]} if logprobs else None}
             else:
