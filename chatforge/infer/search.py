@@ -9,7 +9,7 @@ Choices, up front:
   is a snippet the model can read, not a whole book.
 - A query is the words of the model's call text, OR-ed and ranked by BM25: a tiny model's query is
   a noisy phrase, and OR ranking still finds the passage that shares the rare words (names). Words
-  in more than 2% of passages are dropped first (document frequencies from an fts5vocab table):
+  in more than 2% of passages are dropped first (document frequencies, kept in a keyed table):
   without that, "was" or "the" makes every query rank most of the index (40x slower than bm25s).
 - The tool's output is the top-k passages, numbered, cut to a token budget (the tokenizer's count
   when given, else ~4 characters a token), so results never flood a small context window.
@@ -101,7 +101,10 @@ def build_index(inputs, out, quiet: bool = False) -> dict:
         db.executemany("INSERT INTO passages(text, url) VALUES (?, ?)", batch)
         n_pass += len(batch)
         db.execute("INSERT INTO passages(passages) VALUES ('optimize')")
-        db.execute("CREATE VIRTUAL TABLE vocab USING fts5vocab(passages, 'row')")  # document frequencies
+        # document frequencies, copied out of fts5vocab (which scans on every lookup) into a keyed table
+        db.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, passages, 'row')")
+        db.execute("CREATE TABLE df(term TEXT PRIMARY KEY, doc INTEGER) WITHOUT ROWID")
+        db.execute("INSERT INTO df SELECT term, doc FROM temp.vocab")
         info = {"inputs": [str(i) for i in inputs], "docs": stats["docs"], "passages": n_pass,
                 "bad_lines": stats["bad_lines"], "seconds": round(time.time() - t0, 2)}
         db.execute("CREATE TABLE info(json TEXT)")
@@ -136,9 +139,9 @@ class SearchIndex:
             return []
         with self.lock:
             try:
-                df = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({','.join('?' * len(words))})",
+                df = dict(self.db.execute(f"SELECT term, doc FROM df WHERE term IN ({','.join('?' * len(words))})",
                                           words).fetchall())
-            except sqlite3.OperationalError:  # an index from before the vocab table: no word is dropped
+            except sqlite3.OperationalError:  # an index from before the df table: no word is dropped
                 df = {w: 1 for w in words}
             words = [w for w in words if df.get(w, 0) > 0]
             if not words:
