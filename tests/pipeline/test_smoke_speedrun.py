@@ -30,4 +30,5 @@ def test_smoke_speedrun_end_to_end_and_resume(tmp_path):
     # a second call finds every stage complete and only rewrites the report
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("done earlier") == 8 and "$ chatforge" not in second.stdout
+    ran = first.stdout.count("$ chatforge ")  # every stage the first call ran (other issues add stages)
+    assert ran >= 8 and second.stdout.count("done earlier") == ran and "$ chatforge" not in second.stdout
