@@ -268,12 +268,11 @@ def generate(engine, prompts: list[list[int]], n: int, max_tokens: int, temperat
     return out
 
 
-def prompt_ids(engine, problem: Problem, max_new_tokens: int) -> list[int]:
+def prompt_ids(engine, problem: Problem, max_new_tokens: int) -> list[int] | None:
+    """The problem's chat prompt, or None when it leaves no room for max_new_tokens (and tool output)
+    in the model's context: such problems are counted and skipped."""
     ids = engine.tok.render_for_completion(problem.messages())
-    if len(ids) + max_new_tokens + 8 > engine.max_context:
-        raise ChatforgeError(f"a prompt of {len(ids)} tokens plus --max-new-tokens {max_new_tokens} exceeds the "
-                             f"model's context ({engine.max_context}); lower --max-new-tokens")
-    return ids
+    return ids if len(ids) + max_new_tokens + 8 <= engine.max_context else None
 
 
 def evaluate_heldout(engine, problems: list[Problem], k: int, max_tokens: int, temperature: float, top_k,
@@ -285,6 +284,7 @@ def evaluate_heldout(engine, problems: list[Problem], k: int, max_tokens: int, t
 
     mine = problems[rank::world]
     prompts = [prompt_ids(engine, p, max_tokens) for p in mine]
+    mine, prompts = [p for p, ids in zip(mine, prompts) if ids], [ids for ids in prompts if ids]
     greedy = generate(engine, prompts, 1, max_tokens, 0.0, None, tools, chunk_rows)
     sampled = generate(engine, prompts, k, max_tokens, temperature, top_k, tools, chunk_rows) if k else [[]] * len(mine)
     sums = torch.zeros(6, dtype=torch.float64)  # greedy right, pass@1 sum, pass@k, n, length sum, tool rows
@@ -378,6 +378,10 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     ref = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, for KL
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     heldout = task.heldout(cfg.eval_problems)
+    fits = [p for p in heldout if prompt_ids(engine, p, cfg.eval_max_new_tokens or cfg.max_new_tokens)]
+    if len(fits) < len(heldout):
+        log(f"{len(heldout) - len(fits)} of {len(heldout)} held-out problems do not fit the context: skipped")
+    heldout = fits
     eval_tokens = cfg.eval_max_new_tokens or cfg.max_new_tokens
 
     optimizers = build_optimizers(model, use_muon=cfg.use_muon, weight_decay=0.0)
@@ -426,6 +430,8 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         problems = [task.problem(i) for i in idx][rank::world]
         torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)  # the engine samples from torch's RNG
         prompts = [prompt_ids(engine, p, cfg.max_new_tokens) for p in problems]
+        too_long = sum(ids is None for ids in prompts)  # counted and skipped, never a crash
+        problems, prompts = [p for p, ids in zip(problems, prompts) if ids], [ids for ids in prompts if ids]
         groups = generate(engine, prompts, cfg.group, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.tools,
                           max(cfg.rollout_batch, cfg.group), cfg.stop_token_ids)
         flat_p = [p for p, g in zip(problems, groups) for _ in g]
@@ -444,9 +450,9 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         stats = torch.tensor([float(sum(r.n_loss for r in rows)), float(rewards.sum()), float((rewards ** 2).sum()),
                               float(len(rows)), float(sampled), float(sum(tool_calls(c) > 0 for c in flat_c)),
                               float(failed.sum()), float(sum(c.finish_reason == "length" for c in flat_c)),
-                              0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+                              float(too_long), 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
         if world > 1:
-            stats[:8] = dist.all_reduce_sum(stats[:8].to(device)).cpu()
+            stats[:9] = dist.all_reduce_sum(stats[:9].to(device)).cpu()
         n_tokens = max(1.0, float(stats[0]))
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
         mbs = [[rows[i] for i in order[s:s + cfg.device_batch_size]]
@@ -462,7 +468,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                     for r, row_lp in zip(mb, lp):
                         r.old_logp = row_lp
         loss_sum, grad_norm, ref_lps = 0.0, 0.0, {}
-        for u in range(cfg.updates):
+        for u in range(cfg.updates if stats[0] > 0 else 0):  # nothing sampled anywhere: no update
             for j, mb in enumerate(mbs):
                 x, y = _collate(mb, tok.bos_id, device)
                 a = torch.tensor([r.advantage for r in mb], device=device)
@@ -481,30 +487,30 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                 loss.backward()
                 loss_sum += float(loss.detach()) / world
                 if u == 0:
-                    stats[8] += st["entropy_sum"]
-                    stats[9] += st.get("kl_sum", 0.0)
-                stats[10] += st["clipped"]
+                    stats[9] += st["entropy_sum"]
+                    stats[10] += st.get("kl_sum", 0.0)
+                stats[11] += st["clipped"]
             if world > 1:
-                for p in model.parameters():
-                    if p.grad is not None:
-                        p.grad = dist.all_reduce_sum(p.grad) / world
+                for p in model.parameters():  # a rank with nothing to train on still joins every reduce
+                    p.grad = dist.all_reduce_sum(p.grad if p.grad is not None else torch.zeros_like(p)) / world
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip else 0.0
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
         sync_engine_weights(model, engine)
         if world > 1:
-            stats[8:] = dist.all_reduce_sum(stats[8:].to(device)).cpu()
+            stats[9:] = dist.all_reduce_sum(stats[9:].to(device)).cpu()
         step += 1
         t_train = time.time() - t1
-        n_roll = float(stats[3])
+        n_roll = max(1.0, float(stats[3]))
         r_mean = float(stats[1]) / n_roll
         rec = {"step": step, "kind": "train", "reward_mean": r_mean,
                "reward_std": math.sqrt(max(0.0, float(stats[2]) / n_roll - r_mean ** 2)),
                "response_len": float(stats[4]) / n_roll, "tool_call_rate": float(stats[5]) / n_roll,
                "tool_fail_rate": float(stats[6]) / n_roll, "truncated_rate": float(stats[7]) / n_roll,
-               "entropy": float(stats[8]) / n_tokens, "kl": float(stats[9]) / n_tokens,
-               "clip_frac": float(stats[10]) / (n_tokens * cfg.updates), "loss": loss_sum, "lr_mult": lrm,
+               "skipped_too_long": int(stats[8]),
+               "entropy": float(stats[9]) / n_tokens, "kl": float(stats[10]) / n_tokens,
+               "clip_frac": float(stats[11]) / (n_tokens * cfg.updates), "loss": loss_sum, "lr_mult": lrm,
                "grad_norm": grad_norm, "rollout_s": round(t_roll, 3), "train_s": round(t_train, 3),
                "rollout_tok_s": float(stats[4]) / max(1e-9, t_roll)}
         if step % cfg.log_every == 0 or step == cfg.steps:

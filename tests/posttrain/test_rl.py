@@ -349,3 +349,17 @@ def test_a_tiny_cpu_run_on_arithmetic_raises_heldout_reward(tiny_tokenizer, tmp_
 
 
 SFT_STEPS, RL_STEPS, RL_LR = 75, 25, 0.1
+
+
+def test_problems_too_long_for_the_context_are_counted_and_skipped(sft_run, tmp_path):
+    task = tmp_path / "long.jsonl"
+    lines = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1), "split": "train" if i % 3 else "test"} for i in range(12)]
+    lines += [{"prompt": "word " * 400, "answer": "1", "split": s} for s in ("train", "test")]  # > the 256 context
+    task.write_text("\n".join(json.dumps(x) for x in lines))
+    out = rl_mod.rl(sft_run, task=f"jsonl:{task}", out_dir=tmp_path / "rl", log=lambda *a: None, steps=2, prompts=13,
+                    group=2, max_new_tokens=6, eval_every=0, eval_problems=0, pass_k=0, save_every=0, device="cpu",
+                    tools=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["heldout_after"]["n"] == 4  # the 5th held-out problem did not fit
+    train = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    assert sum(r["skipped_too_long"] for r in train) >= 1 and all(r["response_len"] > 0 for r in train)
