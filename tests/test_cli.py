@@ -10,9 +10,9 @@ def test_help_lists_every_stage(capsys):
     except SystemExit as e:
         assert e.code == 0
     out = capsys.readouterr().out
-    for cmd in ("data", "tokenizer", "train", "sample", "sft", "chat", "serve", "eval", "speedrun"):
+    for cmd in ("data", "tokenizer", "train", "sample", "sft", "probe", "chat", "index", "serve", "eval", "speedrun"):
         assert cmd in out
-    assert len(STAGE_MODULES) == 8
+    assert len(set(STAGE_MODULES)) == len(STAGE_MODULES)
 
 
 def test_console_entry_point_runs():
