@@ -80,7 +80,7 @@ PRESETS = {
         # thread at the 600-pair limit (docs/benchmarks.md, DPO), ~85 at this one
         dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "500", "--val-frac", "0.15", "--max-val", "64",
                                  "--max-seq-len", "320", "--lr-frac", "0.05", "--eval-every", "0", "--save-every", "20"),
-        facts_share=0.12,
+        facts_share=0.2, facts_entities=8,  # few people, many renderings: a d3 model must learn some facts
         device="cpu",
     ),
     "smoke": Preset(

@@ -117,7 +117,7 @@ def test_fact_world_stages(tmp_path):
     assert names.index("eval-sft") < names.index("eval-facts-noprobe")
     by = {s.name: s for s in stages}
     fw = tmp_path / "factworld"
-    assert f"--share 0.12 --docs {tmp_path / 'docs'}" in by["factworld"].command()
+    assert f"--share 0.2 --docs {tmp_path / 'docs'} --seen 8 --unseen 8" in by["factworld"].command()
     assert f"data tokenize {tmp_path / 'docs'} {fw / 'pretrain'} --tokenizer" in by["tokenize"].command()
     assert f"--mix {tmp_path / 'probe' / 'mix.json'} " in by["sft"].command()
     assert f"--mix {tmp_path / 'probe' / 'mix_confident.json'} " in by["sft-noprobe"].command()
