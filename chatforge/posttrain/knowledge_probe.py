@@ -151,12 +151,19 @@ def conversations(probed: list[dict], seed: int = 0, index=None, probing: bool =
     return convs
 
 
-def mixture_with(base_mix: str, path: Path, share: float, name: str) -> dict:
-    """A mixture: `base_mix`'s sets plus the conversation file at `share` of the training set."""
+def mixture_total(base_mix: str) -> int:
+    """Training conversations in a mixture (building it reads its sets: seconds)."""
     from chatforge.posttrain.mixture import build_mixture, load_mixture
 
+    return sum(r["train"] for r in build_mixture(load_mixture(base_mix)).rows)
+
+
+def mixture_with(base_mix: str, path: Path, share: float, name: str, total: int | None = None) -> dict:
+    """A mixture: `base_mix`'s sets plus the conversation file at `share` of the training set."""
+    from chatforge.posttrain.mixture import load_mixture
+
     spec = load_mixture(base_mix)
-    total = sum(r["train"] for r in build_mixture(spec).rows)
+    total = mixture_total(base_mix) if total is None else total
     n = max(1, round(share / (1 - share) * total))
     sets = [s for s in spec["sets"]] + [{"source": "file", "name": name, "examples": n, "val": 8,
                                          "args": {"path": str(Path(path).resolve())}}]
@@ -198,9 +205,10 @@ def probe(run_dir, questions_path, out_dir, k: int = 5, temperature: float = 0.8
                "known_threshold": known_threshold, "labels": dict(counts), "search_index": str(search_index or ""),
                "by_seen": _by_seen(probed), "conversations": len(sft), "probed": probed}
     if mix:
-        atomic_write_json(out / "mix.json", mixture_with(mix, out / "sft.jsonl", share, "facts_probed"))
+        total = mixture_total(mix)
+        atomic_write_json(out / "mix.json", mixture_with(mix, out / "sft.jsonl", share, "facts_probed", total))
         atomic_write_json(out / "mix_confident.json", mixture_with(mix, out / "sft_confident.jsonl", share,
-                                                                   "facts_confident"))
+                                                                   "facts_confident", total))
     atomic_write_json(out / "probe.json", summary)
     atomic_write_text(out / "report.md", report(summary))
     return summary
