@@ -75,7 +75,7 @@ PRESETS = {
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
         rl_steps=30, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "200",
-                               "--lr-frac", "0.1", "--save-every", "10"),
+                               "--lr-frac", "0.05", "--save-every", "10"),
         # 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed: 99 CPU-seconds on one
         # thread at the 600-pair limit (docs/benchmarks.md, DPO), ~85 at this one
         dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "500", "--val-frac", "0.15", "--max-val", "64",
