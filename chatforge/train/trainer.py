@@ -312,7 +312,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
         steps_here = min(eval_steps, vl.n_windows // (eval_batch * info.world_size))
         res = evaluate_loss(trainer.model, vl, max(1, steps_here), token_bytes, trainer.autocast)
         rec = {"kind": "eval", "step": at_step, **res}
-        if tokenizer is not None and (at_step % sample_every == 0 or at_step == total_steps):
+        if tokenizer is not None and ((sample_every and at_step % sample_every == 0) or at_step == total_steps):
             rec["samples"] = sample_continuations(trainer.model, tokenizer, autocast=trainer.autocast)
         logger.log(rec)
         say(f"eval step {at_step}: val loss {res['val_loss']:.4f}" + (f", val bpb {res['val_bpb']:.4f}" if "val_bpb" in res else ""))
@@ -352,7 +352,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> Path:
             meter.reset()  # evals and checkpoints are not training time: restart the tok/s window
             window_tokens, window_steps = 0, 0
         stopping = cfg.stop_after is not None and step >= cfg.stop_after
-        if step % cfg.save_every == 0 or step == total_steps or stopping:
+        if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps or stopping:  # 0: only at the end
             save_checkpoint(out, trainer.model, trainer.optimizers, step=step, loader_state=loader.state_dict(),
                             extra={"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t_start},
                             tokenizer=tok_dir if tok_dir and Path(tok_dir).resolve() != (out / "tokenizer").resolve() else None,

@@ -193,3 +193,13 @@ def test_ns_kernel_flag_reaches_muon(tiny_shards, tmp_path, monkeypatch):
     assert seen == [None, True, False]
     with pytest.raises(ChatforgeError, match="unknown ns_kernel 'yes'; use auto, on, off"):
         train(TrainConfig(data=str(tiny_shards), out=str(tmp_path / "bad"), **TINY, steps=1, ns_kernel="yes"))
+
+
+def test_eval_every_and_save_every_zero_mean_never(tiny_shards, tiny_tokenizer, tmp_path):
+    # a bug: --eval-every 0 / --save-every 0 divided by zero (the step-0 eval's sampling, the save check)
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(tiny_shards), out=str(run), tokenizer=str(tiny_tokenizer.path),
+                      **{**TINY, "eval_every": 0, "save_every": 0}, steps=3))
+    assert (run / "model.safetensors").is_file()
+    assert [r["step"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+            if r["kind"] == "train"][-1] == 3
