@@ -74,7 +74,7 @@ PRESETS = {
         model="d3", seq_len=512, train_tokens=1_500_000, batch_tokens=8192,
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
-        rl_steps=30, rl_extra=("--max-new-tokens", "32", "--eval-every", "15", "--eval-problems", "200", "--pass-k", "2",
+        rl_steps=20, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "100", "--pass-k", "2",
                                "--lr-frac", "0.05", "--save-every", "10"),
         # 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed: 99 CPU-seconds on one
         # thread at the 600-pair limit (docs/benchmarks.md, DPO), ~85 at this one

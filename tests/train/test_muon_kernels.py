@@ -54,7 +54,13 @@ for yy, alpha, beta, diag in ((None, 1.0, 0.0, 0.0), (Y, 2.0315, -4.775, 3.4445)
     ref = K.sym_matmul_reference(X, yy, alpha, beta, diag)
     out = torch.full((N, M, M), 7.0)
     K.launch_sym_matmul(X, yy, out, alpha, beta, diag, block=16, block_k=16, num_warps=1, num_stages=1)
-    assert torch.equal(out, out.mT), "the mirror tiles are exact copies"
+    # tiles off the diagonal are computed once and stored twice: exact copies. A diagonal tile is one
+    # tl.dot of a tile with its own transpose; the interpreter runs it on numpy's BLAS, whose fp32
+    # rounding need not be symmetric (seen on an AMD EPYC box: 2e-6), so those are checked to rounding
+    i = torch.arange(M)
+    diag_tile = (i[:, None] // 16) == (i[None, :] // 16)
+    assert torch.equal(out[:, ~diag_tile], out.mT[:, ~diag_tile]), "the mirror tiles are exact copies"
+    assert torch.allclose(out, out.mT, rtol=0, atol=1e-5), "diagonal tiles symmetric to rounding"
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-4), (beta, (out - ref).abs().max())
 print("ok")
 """
