@@ -1,7 +1,7 @@
 """Speedrun presets: every knob of one end-to-end run, in one readable place.
 
 cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d3 model (2.9M
-           parameters, 3 layers x 192) on 1.5M tokens of real text, a short SFT, evaluations on
+           parameters, 3 layers x 192) on 1.3M tokens of real text, a short SFT, evaluations on
            small samples. Idle 2 cores train d3 at ~5-6k tokens/s (~8 minutes in all); far below
            Chinchilla's 20 tokens/parameter, a small model on more tokens beats a bigger one.
 smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
@@ -70,15 +70,15 @@ class Preset:
 PRESETS = {
     "cpu-tiny": Preset(
         name="cpu-tiny",
-        description="2 CPU cores, offline, <= 15 min: d3 model (2.9M parameters), 1.5M tokens of real text",
-        model="d3", seq_len=512, train_tokens=1_500_000, batch_tokens=8192,
+        description="2 CPU cores, offline, <= 15 min: d3 model (2.9M parameters), 1.3M tokens of real text",
+        model="d3", seq_len=512, train_tokens=1_300_000, batch_tokens=8192,  # 16.0 min in all at 1.5M (2026-12-02): trimmed to fit 15
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
-        sft_steps=120, sft_batch_size=8, sft_extra=("--eval-every", "0"),
-        rl_steps=20, rl_extra=("--max-new-tokens", "32", "--eval-every", "10", "--eval-problems", "100", "--pass-k", "2",
+        sft_steps=100, sft_batch_size=8, sft_extra=("--eval-every", "0"),
+        rl_steps=12, rl_extra=("--max-new-tokens", "32", "--eval-every", "6", "--eval-problems", "100", "--pass-k", "2",
                                "--lr-frac", "0.05", "--save-every", "10"),
-        # 40 steps of 8 pairs, reference log-probs of ~400 pairs precomputed: 99 CPU-seconds on one
+        # 25 steps of 8 pairs (40 took 51 s idle, 2026-12-02), reference log-probs of ~400 pairs precomputed; 99 CPU-seconds on one
         # thread at the 600-pair limit (docs/benchmarks.md, DPO), ~85 at this one
-        dpo_steps=40, dpo_extra=("--batch-size", "8", "--limit", "500", "--val-frac", "0.15", "--max-val", "64",
+        dpo_steps=25, dpo_extra=("--batch-size", "8", "--limit", "500", "--val-frac", "0.15", "--max-val", "64",
                                  "--max-seq-len", "320", "--lr-frac", "0.05", "--eval-every", "0", "--save-every", "20"),
         facts_share=0.2, facts_entities=8,  # few people, many renderings: a d3 model must learn some facts
         device="cpu",
