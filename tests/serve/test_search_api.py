@@ -5,43 +5,13 @@ import json
 
 import httpx
 import pytest
-import torch
 
 from chatforge.infer.engine import Engine
 from chatforge.infer.search import build_index
 from chatforge.infer.tools import default_tools
 from chatforge.serve.app import create_app
 
-
-class ScriptedModel(torch.nn.Module):
-    """Writes `before` (a tool call), then, after the engine's forced tool output, `after`."""
-
-    def __init__(self, vocab_size, before, after, output_end):
-        super().__init__()
-        from chatforge.model import GPTConfig
-
-        self.config = GPTConfig.from_preset("d2", vocab_size=vocab_size, seq_len=512)
-        self.before, self.after, self.output_end = before, after, output_end
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def new_kv_cache(self, batch_size, max_len, dtype=None):
-        from chatforge.model import KVCache
-
-        self.inputs = []
-        return KVCache(1, batch_size, 1, max_len, 2, "cpu", torch.float32)
-
-    def forward(self, idx, kv_cache=None, attention_mask=None):
-        first = kv_cache.pos == 0
-        kv_cache.pos += idx.shape[1]
-        if not first:
-            self.inputs.append(int(idx[0, -1]))
-        if self.output_end in self.inputs:
-            nxt = self.after[len(self.inputs) - 1 - self.inputs.index(self.output_end)]
-        else:
-            nxt = self.before[min(len(self.inputs), len(self.before) - 1)]
-        logits = torch.zeros(idx.shape[0], idx.shape[1], self.config.vocab_size)
-        logits[:, -1, nxt] = 10.0
-        return logits
+from .test_tool_calls_api import ScriptedModel  # writes a tool call, then text after the forced output
 
 
 @pytest.fixture(scope="module")
