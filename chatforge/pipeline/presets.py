@@ -103,8 +103,13 @@ PRESETS = {
         train_tokens=1_700_000_000, max_epochs=3, batch_tokens=524_288, sft_steps=600, sft_batch_size=32,
         train_extra=("--save-every", "100", "--eval-every", "100"), sft_extra=("--save-every", "100"),
         dpo_steps=130, dpo_extra=("--batch-size", "32", "--max-val", "256", "--eval-every", "50"),
+        # GRPO on GSM8K's train split with the python tool, held-out pass@1 on 500 test problems before and after
+        rl_task="gsm8k", rl_steps=150,
+        rl_extra=("--prompts", "16", "--group", "8", "--max-new-tokens", "256", "--eval-problems", "500",
+                  "--pass-k", "4", "--eval-every", "50", "--save-every", "50", "--device-batch-size", "64"),
+        facts_share=0.2, facts_entities=100,  # 100 people in pretraining, 100 never seen
         # whole WikiText-2 test and HumanEval; GSM8K and T0 multiple choice sampled to keep eval in minutes
-        eval_limits={"bpb_tokens": 0, "limit_mc": 2000, "limit_gsm8k": 400, "limit_humaneval": 0, "limit_probes": 24},
+        eval_limits={"bpb_tokens": 0, "limit_mc": 2000, "limit_gsm8k": 500, "limit_humaneval": 0, "limit_probes": 24},
         usd_per_hour=3.0, cost_note="one H100 at a typical on-demand price",
     ),
     "gpu-d20": Preset(

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The d12 post-training runs of docs/benchmarks.md (issues 19, 20, 21) on one GPU box whose
+# commands are time-limited: call it again until it prints "all done"; each call resumes.
+#
+#   on a CPU box:  chatforge speedrun --preset gpu-d12 --out RUN --until tokenize
+#                  (data, fact world, tokenizer, token shards), then carry RUN to the GPU box
+#   on the GPU:    RUN=RUN LIMIT=500 bash scripts/gpu_posttrain.sh
+#
+# 1. the gpu-d12 speedrun from pretraining on: base (3 passes over the small offline corpus, hence
+#    --batch-tokens 65536 for enough optimizer steps), search index, knowledge probe, SFT with and
+#    without the probe's set, GRPO on GSM8K (500 held-out test problems before and after), DPO,
+#    evaluations, report card;
+# 2. a reward model and a held-out judge, each on one half of hh-rlhf's training pairs;
+# 3. DPO's win rate over SFT judged by the judge;
+# 4. RLHF against the reward model with the judge watching (the guard), snapshots at each eval.
+set -euo pipefail
+: "${RUN:?set RUN (the speedrun directory made up to tokenize)}"
+LIMIT=${LIMIT:-500}
+PY=${PYTHON:-python3}
+end=$((SECONDS + LIMIT))
+left() { echo $((end - SECONDS)); }
+need() { [ "$(left)" -gt "$1" ] || { echo "time limit: call again to resume"; exit 0; }; }
+
+$PY -m chatforge speedrun --preset gpu-d12 --out "$RUN" --from pretrain --batch-tokens 65536 --max-epochs 3 \
+  --sft-steps 400 --time-limit "$(left)"
+[ -f "$RUN/report.md" ] || { echo "time limit: call again to resume"; exit 0; }
+
+for half in 0 1; do
+  name=$([ $half = 0 ] && echo rm || echo judge)
+  if [ ! -f "$RUN/$name/model.safetensors" ]; then
+    need 90
+    resume=""; [ -d "$RUN/$name/checkpoint" ] && resume="--resume"
+    $PY -m chatforge rm --base "$RUN/sft" --pairs hh-rlhf --half $half --out "$RUN/$name" --batch-size 32 \
+      --eval-every 25 --save-every 25 $resume
+  fi
+done
+
+if [ ! -f "$RUN/winrate.txt" ]; then
+  need 120
+  $PY -m chatforge rm winrate "$RUN/judge" --a "$RUN/dpo" --b "$RUN/sft" --n 256 > "$RUN/winrate.tmp"
+  mv "$RUN/winrate.tmp" "$RUN/winrate.txt"; tail -1 "$RUN/winrate.txt"
+fi
+
+if [ ! -f "$RUN/rlhf/model.safetensors" ]; then
+  need 120
+  resume=""; [ -d "$RUN/rlhf/checkpoint" ] && resume="--resume"
+  $PY -m chatforge rl --base "$RUN/sft" --task pairs:hh-rlhf --reward "rm:$RUN/rm" --judge "$RUN/judge" \
+    --out "$RUN/rlhf" --steps "${RLHF_STEPS:-300}" --prompts 16 --group 4 --max-new-tokens 96 --lr-frac 0.3 \
+    --eval-every 10 --eval-problems 64 --pass-k 0 --save-every 10 --snapshots $resume
+fi
+echo "all done"
