@@ -166,10 +166,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     log(f"reference log-probs of {len(val) + (len(train) if ref_train is not None else 0):,} pairs "
         f"in {time.time() - t:.1f}s")
 
-    optimizers = build_optimizers(policy)
-    for opt in optimizers:
-        for g in opt.param_groups:
-            g["initial_lr"] *= cfg.lr_frac
+    optimizers = build_optimizers(policy, lr_scale=cfg.lr_frac)
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train": len(train)}
     meta = dict(kind="dpo", base=str(base), base_step=base_config.get("step"), pairs=str(cfg.pairs),
                 dpo={**asdict(cfg)}, max_seq_len=max_len, total_steps=total, pair_stats=dict(stats),

@@ -200,10 +200,7 @@ def run_rm(cfg: RMConfig, log=print) -> Path:
     train, val, stats = load_split_pairs(cfg.pairs, tokenizer, max_len, cfg.val_frac, cfg.max_val, cfg.seed,
                                          cfg.limit, cfg.half, log)
     total = cfg.steps or math.ceil(len(train) / cfg.batch_size)
-    optimizers = build_optimizers(rm)
-    for opt in optimizers:
-        for g in opt.param_groups:
-            g["initial_lr"] *= cfg.lr_frac
+    optimizers = build_optimizers(rm, lr_scale=cfg.lr_frac)
     optimizers[0].add_param_group({"params": [rm.score.weight], "lr": cfg.head_lr, "initial_lr": cfg.head_lr,
                                    "weight_decay": 0.0})
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train": len(train)}

@@ -384,10 +384,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     heldout = fits
     eval_tokens = cfg.eval_max_new_tokens or cfg.max_new_tokens
 
-    optimizers = build_optimizers(model, use_muon=cfg.use_muon, weight_decay=0.0)
-    for opt in optimizers:  # a small fraction of the pretraining rates, as SFT does
-        for g in opt.param_groups:
-            g["initial_lr"] = g["initial_lr"] * cfg.lr_frac
+    optimizers = build_optimizers(model, use_muon=cfg.use_muon, weight_decay=0.0, lr_scale=cfg.lr_frac)
     data_state = {"task": task.name, "seed": cfg.seed, "prompts": cfg.prompts, "group": cfg.group}
     meta = dict(kind="rl", base=str(base), base_kind=base_config.get("kind"), base_step=base_config.get("step"),
                 task=task.name, rl={k: v for k, v in asdict(cfg).items() if k != "on_eval"})

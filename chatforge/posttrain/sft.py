@@ -269,10 +269,7 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
 
     train_rows, val_rows, data, spec = prepare_data(cfg, tokenizer, max_seq_len, log)
     total = cfg.steps or math.ceil(len(train_rows) / cfg.batch_size)
-    optimizers = build_optimizers(model, use_muon=cfg.use_muon, weight_decay=cfg.weight_decay)
-    for opt in optimizers:  # fine-tuning: a fraction of the pretraining rates
-        for g in opt.param_groups:
-            g["initial_lr"] = g["initial_lr"] * cfg.lr_frac
+    optimizers = build_optimizers(model, use_muon=cfg.use_muon, weight_decay=cfg.weight_decay, lr_scale=cfg.lr_frac)
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train_rows": len(train_rows),
                   "n_train_tokens": sum(len(r.targets) for r in train_rows)}
     meta = dict(kind="sft", base=str(base), base_step=base_config.get("step"), mixture=spec,

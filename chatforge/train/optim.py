@@ -220,8 +220,12 @@ def param_groups(model):
 
 
 def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr=0.02, scalar_lr=0.02,
-                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None, ns_kernel=None):
+                     weight_decay=0.0, adam_betas=(0.8, 0.95), use_muon=True, fused=None, ns_kernel=None,
+                     lr_scale=1.0):
     """[AdamW(embeddings, head, gains), Muon(hidden matrices)], with nanochat's learning rates.
+
+    lr_scale multiplies every rate: fine-tuning (SFT, RL, DPO, reward models) trains at a small
+    fraction of the pretraining rates (their --lr-frac).
 
     AdamW rates are scaled by (width/768)^-0.5 (tuned at d12). Each param group remembers its
     base rate in `initial_lr`, which the schedule multiplies. use_muon=False puts the matrices in
@@ -238,6 +242,7 @@ def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr
     if not use_muon:
         groups.append(dict(params=matrices, lr=3e-3 * scale, weight_decay=weight_decay))
     for g in groups:
+        g["lr"] *= lr_scale
         g["initial_lr"] = g["lr"]
         g.setdefault("weight_decay", 0.0)
     p0 = m.lm_head.weight
@@ -248,7 +253,8 @@ def build_optimizers(model, *, embedding_lr=0.2, unembedding_lr=0.004, matrix_lr
                               foreach=None if fused else True)
     opts = [adamw]
     if use_muon:
-        muon = Muon([dict(params=matrices, lr=matrix_lr, initial_lr=matrix_lr)], weight_decay=weight_decay,
+        muon = Muon([dict(params=matrices, lr=matrix_lr * lr_scale, initial_lr=matrix_lr * lr_scale)],
+                    weight_decay=weight_decay,
                     ns_kernel=ns_kernel)
         opts.append(muon)
     return opts

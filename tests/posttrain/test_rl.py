@@ -12,6 +12,8 @@ from chatforge.infer.engine import Completion, Engine, SamplingParams
 from chatforge.posttrain import rl as rl_mod
 from chatforge.posttrain.tasks import ArithmeticTask, get_task, is_heldout, verify_number
 
+from ..infer.test_engine import ScriptedModel  # writes a python call, then text after the forced output
+
 
 @pytest.fixture(autouse=True)
 def one_thread(one_torch_thread):
@@ -42,31 +44,6 @@ def test_group_advantages_are_mean_centred_per_group():
 
 
 # --------------------------------------------------------------------------- loss mask
-
-
-class ScriptedModel(torch.nn.Module):
-    """Writes `before` (ending in a python call), then, after the engine's forced output, `after`."""
-
-    def __init__(self, real, before, after, output_end):
-        super().__init__()
-        self.real, self.before, self.after, self.output_end = real, before, after, output_end
-        self.config = real.config
-
-    def new_kv_cache(self, *a, **k):
-        self.inputs = []
-        return self.real.new_kv_cache(*a, **k)
-
-    def forward(self, idx, kv_cache=None, attention_mask=None):
-        kv_cache.pos += idx.shape[1]
-        if kv_cache.pos > idx.shape[1]:
-            self.inputs.append(int(idx[0, -1]))
-        if self.output_end in self.inputs:
-            nxt = self.after[len(self.inputs) - 1 - self.inputs.index(self.output_end)]
-        else:
-            nxt = self.before[min(len(self.inputs), len(self.before) - 1)]
-        logits = torch.zeros(idx.shape[0], idx.shape[1], self.config.vocab_size)
-        logits[:, -1, nxt] = 10.0
-        return logits
 
 
 def _scripted_rollout(tok, tiny_model, code):
@@ -322,12 +299,13 @@ def test_torchrun_two_processes_split_the_rollouts(sft_run, tmp_path, run_report
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not yet shown: measured 2026-12-02 with these settings, held-out pass@1 "
-                   "0.11 -> 0.15 (needs +0.08) and greedy 75% -> 55%; lr_frac 0.3/1.0 collapsed the policy")
 def test_a_tiny_cpu_run_on_arithmetic_raises_heldout_reward(tiny_tokenizer, tmp_path):
     """SFT a d2 model on level-0 arithmetic until it sometimes gets it right, then GRPO: the held-out
-    pass@1 (8 samples of each of the 20 held-out problems) and the training reward rise.
-    (~1-2 minutes on an idle core: the SFT takes most of it.)"""
+    pass@1 (16 samples of each of the 20 held-out problems, never in SFT or RL) and the training
+    reward rise. Sampled at temperature 0.7, AdamW at 0.03 of the pretraining rates: measured
+    2026-12-02, held-out pass@1 18% -> 52% in 80 steps; at temperature 1.0 (pass@1 ~12%, too few right
+    samples per group) or with Muon the same steps moved it by under 8 points, and lr 0.1 collapsed
+    the greedy policy. (~2 minutes on an idle core: SFT ~40 s, RL ~1 s a step.)"""
     from chatforge.model import GPT, GPTConfig, save_run
     from chatforge.posttrain.sft import sft
 
@@ -336,21 +314,20 @@ def test_a_tiny_cpu_run_on_arithmetic_raises_heldout_reward(tiny_tokenizer, tmp_
     base = save_run(tmp_path / "base", model, tiny_tokenizer, kind="base", step=0)
     mix = {"name": "arith", "seed": 0, "val_per_set": 8,
            "sets": [{"source": "arithmetic", "examples": 2000, "args": {"level": 0}}]}
-    chat = sft(base, mix=mix, out_dir=tmp_path / "sft", steps=SFT_STEPS, batch_size=16, device_batch_size=16,
+    chat = sft(base, mix=mix, out_dir=tmp_path / "sft", steps=75, batch_size=16, device_batch_size=16,
                lr_frac=1.0, device="cpu", eval_every=0, save_every=0, probes=False, log=lambda *a: None)
-    out = rl_mod.rl(chat, task="arithmetic:0", out_dir=tmp_path / "rl", log=lambda *a: None, steps=RL_STEPS,
-                    prompts=16, group=8, max_new_tokens=20, lr_frac=RL_LR, eval_every=0, eval_problems=0, pass_k=8,
-                    save_every=0, device="cpu")
+    out = rl_mod.rl(chat, task="arithmetic:0", out_dir=tmp_path / "rl", log=lambda *a: None, steps=50,
+                    prompts=16, group=8, max_new_tokens=20, temperature=0.7, lr_frac=0.03, use_muon=False,
+                    eval_every=0, eval_problems=0, pass_k=16, save_every=0, device="cpu")
     cfg = json.loads((out / "config.json").read_text())
     before, after = cfg["heldout_before"], cfg["heldout_after"]
-    assert before["n"] == 20 and 0.05 < before["pass@1"] < 0.9, before
-    assert after["pass@1"] > before["pass@1"] + 0.08, (before, after)
+    assert before["n"] == 20 and 0.05 < before["pass@1"] < 0.6, before
+    assert after["pass@1"] > before["pass@1"] + 0.15, (before, after)
     train = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"train"' in x]
     first, last = (sum(r["reward_mean"] for r in part) / len(part) for part in (train[:5], train[-5:]))
-    assert last > first + 0.05, (first, last)
+    assert last > first + 0.15, (first, last)
 
 
-SFT_STEPS, RL_STEPS, RL_LR = 75, 25, 0.1
 
 
 def test_problems_too_long_for_the_context_are_counted_and_skipped(sft_run, tmp_path):

@@ -1,5 +1,6 @@
 """Muon (train/optim.py) against a plain per-matrix reference of the same update rule."""
 
+import pytest
 import torch
 
 from chatforge.train.optim import Muon, zeropower_via_newtonschulz5
@@ -32,3 +33,16 @@ def test_muon_matches_the_per_matrix_reference():
     for p, w, b in zip(params, ws, bufs):
         torch.testing.assert_close(p.detach(), w, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(opt.state[p]["momentum_buffer"], b, atol=1e-6, rtol=1e-6)
+
+
+def test_lr_scale_multiplies_every_group_rate_and_its_schedule_base():
+    """Fine-tuning's --lr-frac: every group (AdamW's and Muon's) starts at scale x the pretraining rate."""
+    from chatforge.model import GPT, GPTConfig
+    from chatforge.train.optim import build_optimizers
+
+    model = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32, intermediate_size=64, seq_len=16))
+    full, scaled = build_optimizers(model), build_optimizers(model, lr_scale=0.05)
+    pairs = [(a, b) for o1, o2 in zip(full, scaled) for a, b in zip(o1.param_groups, o2.param_groups)]
+    assert len(pairs) >= 3  # embeddings, head, matrices at least
+    for a, b in pairs:
+        assert b["lr"] == pytest.approx(0.05 * a["lr"]) and b["initial_lr"] == pytest.approx(0.05 * a["initial_lr"])
