@@ -10,8 +10,9 @@ Llama 3's factuality recipe at our scale:
    each question is also asked under SEARCH_SYSTEM: known facts are answered directly, the rest go
    through a search call whose real results (masked from the loss) precede the answer, so the
    model learns *when* to search as well as how.
-A base run is asked with a few-shot "Question: / Answer:" prompt (it has seen no chat format) and
-only its first sentence is graded (it does not know when to stop); an SFT run is asked as a chat. Also written: the same set as SFT data would be *without* probing
+A base run is asked with a few-shot "Question: / Answer:" prompt (it has seen no chat format) whose
+answer is started for it up to the fact (`cloze_prefix`), and only its first sentence is graded (it
+does not know when to stop); an SFT run is asked as a chat. Also written: the same set as SFT data would be *without* probing
 (every question answered confidently: the usual recipe), the baseline the report compares with,
 and mixtures (`--mix`) that add either set to a built-in mixture at a given share.
 """
@@ -68,9 +69,21 @@ def _sentence(q: dict) -> str:
     return q.get("answer_sentence") or q["answer"]
 
 
+def cloze_prefix(q: dict) -> str:
+    """The answer sentence up to the answer ("Dario Zeller was born in"), or "" when the QA has no
+    answer sentence ending in its answer. A base model asked to continue it must produce this very
+    fact (a LAMA-style cloze). Asked only the question, a small base model answers with whichever
+    fact about the person comes first ("Dario Zeller lives in Athens" to "when was he born?"), and
+    the probe would label facts it knows as unknown, so SFT would teach it to refuse them."""
+    s, a = q.get("answer_sentence") or "", str(q["answer"])
+    i = s.rfind(a)
+    return s[:i].rstrip() if i > 0 else ""
+
+
 def few_shot_prompt(q: dict, shots: list[dict]) -> str:
+    prefix = cloze_prefix(q)
     return "".join(f"Question: {s['question']}\nAnswer: {_sentence(s)}\n\n" for s in shots) + \
-        f"Question: {q['question']}\nAnswer:"
+        f"Question: {q['question']}\nAnswer:" + (f" {prefix}" if prefix else "")
 
 
 def ask(model, tokenizer, questions: list[dict], kind: str, k: int = 5, temperature: float = 0.8,
@@ -107,6 +120,9 @@ def ask(model, tokenizer, questions: list[dict], kind: str, k: int = 5, temperat
         chunk = reqs[start:start + 16]
         done = engine.run_to_completion(chunk)
         out += [[c.parts for c in done[r.id]] for r in chunk]
+    if kind == "base":  # the reply is the cloze's start plus the model's continuation of it
+        out = [[[{"type": "text", "text": p}] * bool(p) + parts for parts in reps]
+               for reps, p in zip(out, (cloze_prefix(q) for q in questions))]
     return out
 
 

@@ -33,6 +33,17 @@ def test_label():
     assert kp.label(["correct", "wrong"], known_threshold=0.6) == "partly"
 
 
+def test_a_base_model_is_probed_with_a_cloze_of_the_answer_sentence():
+    """Asked "When was X born?", a small base model answers with any fact about X; the probe starts
+    the answer for it ("X was born in") so its continuation is about this very fact."""
+    q = {"question": "When was Dario Zeller born?", "answer": "1969", "answer_sentence": "Dario Zeller was born in 1969."}
+    assert kp.cloze_prefix(q) == "Dario Zeller was born in"
+    assert kp.few_shot_prompt(q, []).endswith("Question: When was Dario Zeller born?\nAnswer: Dario Zeller was born in")
+    assert kp.cloze_prefix({"question": "2 + 2?", "answer": "4"}) == ""  # a user's QA without sentences
+    assert kp.cloze_prefix({"question": "?", "answer": "4", "answer_sentence": "4 it is."}) == ""  # answer first
+    assert kp.few_shot_prompt({"question": "2 + 2?", "answer": "4"}, []).endswith("Answer:")
+
+
 def _probed(people, labels):
     qs = fw.questions(people, "train")
     return [{**q, "label": labels[q["entity"]]} for q in qs]
