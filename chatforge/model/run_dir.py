@@ -108,8 +108,9 @@ def load_tokenizer(tok_dir):
     return Tokenizer.load(tok_dir)
 
 
-def load_run(run_dir, device="cpu", dtype=None):
-    """-> (model in eval mode on `device`, tokenizer or None when RUN/tokenizer is absent, config dict)."""
+def load_run(run_dir, device="cpu", dtype=None, model_cls=None):
+    """-> (model in eval mode on `device`, tokenizer or None when RUN/tokenizer is absent, config dict).
+    model_cls: a GPT subclass whose weights the run holds (the reward model's); default GPT."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -119,7 +120,7 @@ def load_run(run_dir, device="cpu", dtype=None):
     config = json.loads(cfg_path.read_text())
     gpt_cfg = GPTConfig.from_dict(config["model"])
     with torch.device("meta"):
-        model = GPT(gpt_cfg)
+        model = (model_cls or GPT)(gpt_cfg)
     state = load_file(str(run_dir / "model.safetensors"), device=str(device))
     if gpt_cfg.tie_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]

@@ -68,29 +68,16 @@ def from_lm(gpt: GPT) -> RewardModel:
 
 def load_reward_model(run_dir, device="cpu"):
     """RM_RUN -> (RewardModel in eval mode, tokenizer, config dict)."""
-    from safetensors.torch import load_file
-
-    from chatforge.model.gpt import GPTConfig
-    from chatforge.model.run_dir import load_tokenizer
+    from chatforge.model.run_dir import load_run
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise ChatforgeError(f"{run_dir} is not a run directory; train a reward model with `chatforge rm`")
-    config = json.loads(cfg_path.read_text())
-    if config.get("kind") != "rm":
-        raise ChatforgeError(f"{run_dir} is a {config.get('kind')!r} run, not a reward model (`chatforge rm`)")
-    gcfg = GPTConfig.from_dict(config["model"])
-    with torch.device("meta"):
-        rm = RewardModel(gcfg)
-    state = load_file(str(run_dir / "model.safetensors"), device=str(device))
-    if gcfg.tie_embeddings:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    rm.load_state_dict(state, strict=True, assign=True)
-    if gcfg.tie_embeddings:
-        rm.lm_head.weight = rm.model.embed_tokens.weight
-    rm._build_rope(gcfg.seq_len, device=torch.device(device))
-    return rm.eval(), load_tokenizer(run_dir / "tokenizer"), config
+    kind = json.loads(cfg_path.read_text()).get("kind")
+    if kind != "rm":
+        raise ChatforgeError(f"{run_dir} is a {kind!r} run, not a reward model (`chatforge rm`)")
+    return load_run(run_dir, device=device, model_cls=RewardModel)
 
 
 @torch.no_grad()

@@ -75,25 +75,13 @@ def test_one_disagreement_is_not_a_stop():
 
 
 @pytest.mark.slow  # two reward models and an RL run with engine rollouts: ~60 s on a busy 2-core machine
-def test_rlhf_run_with_guard_end_to_end(tiny_tokenizer, tmp_path, one_torch_thread):
+def test_rlhf_run_with_guard_end_to_end(sft_and_pairs, tmp_path, one_torch_thread):
     """chatforge rl --reward rm:RM --judge JUDGE on a tiny model: two reward models on disjoint
     halves, the guard scores every evaluation's snapshot with both, keeps the judge's best."""
-    import torch
-
     from chatforge.cli import main
-    from chatforge.model import GPT, GPTConfig, save_run
-    from chatforge.posttrain.pairs import synthetic_pairs
     from chatforge.posttrain.reward_model import RMConfig, run_rm
 
-    torch.manual_seed(0)
-    m = GPT(GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=128))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    base = save_run(tmp_path / "sft", m, tiny_tokenizer, kind="sft", step=0)
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
-                             for p in synthetic_pairs(80, seed=0)))
+    base, pairs = sft_and_pairs(80)
     rms = [run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / f"rm{h}"), steps=3, batch_size=8,
                            half=h, eval_every=0, device="cpu"), log=lambda *a: None) for h in (0, 1)]
     rc = main(["rl", "--base", str(base), "--task", f"pairs:{pairs}", "--reward", f"rm:{rms[0]}", "--judge", str(rms[1]),

@@ -18,19 +18,8 @@ def one_thread(one_torch_thread):
 
 
 @pytest.fixture
-def setup(tiny_tokenizer, tmp_path):
-    from chatforge.model import GPT, GPTConfig, save_run
-
-    torch.manual_seed(0)
-    m = GPT(GPTConfig.from_preset("d2", vocab_size=tiny_tokenizer.vocab_size, seq_len=128))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    base = save_run(tmp_path / "sft", m, tiny_tokenizer, kind="sft", step=0)
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
-                             for p in synthetic_pairs(300, seed=0)))
-    return base, pairs
+def setup(sft_and_pairs):
+    return sft_and_pairs(300)
 
 
 def test_reward_model_accuracy_rises(setup, tmp_path, capsys):
