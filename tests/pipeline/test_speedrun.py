@@ -133,11 +133,14 @@ def test_fact_world_stages(tmp_path):
 
 def test_token_budget_capped_by_epochs_once_the_corpus_is_known(tmp_path):
     p = get_preset("gpu-d12")
-    before = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
+    def pretrain_argv():
+        return next(s for s in sr.plan(p, tmp_path, ["in"], "cuda") if s.name == "pretrain").argv
+
+    before = pretrain_argv()
     assert before[before.index("--tokens") + 1] == str(p.train_tokens)
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 3_000_000}}}))
-    after = sr.plan(p, tmp_path, ["in"], "cuda")[3].argv
+    after = pretrain_argv()
     assert after[after.index("--tokens") + 1] == str(int(p.max_epochs * 3_000_000))
 
 
