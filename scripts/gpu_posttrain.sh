@@ -5,6 +5,8 @@
 #   on a CPU box:  chatforge speedrun --preset gpu-d12 --out RUN --until tokenize
 #                  (data, fact world, tokenizer, token shards), then carry RUN to the GPU box
 #   on the GPU:    RUN=RUN LIMIT=500 bash scripts/gpu_posttrain.sh
+#   shorter:       UNTIL=dpo SPEEDRUN_ARGS="--rl-steps 0" ...  (the speedrun up to DPO, without GRPO and the
+#                  report's evaluations; the factuality evaluations then run on their own)
 #
 # 1. the gpu-d12 speedrun from pretraining on: base (3 passes over the small offline corpus, hence
 #    --batch-tokens 65536 for enough optimizer steps), search index, knowledge probe, SFT with and
@@ -21,9 +23,21 @@ end=$((SECONDS + LIMIT))
 left() { echo $((end - SECONDS)); }
 need() { [ "$(left)" -gt "$1" ] || { echo "time limit: call again to resume"; exit 0; }; }
 
+UNTIL=${UNTIL:-export}
+# shellcheck disable=SC2086  # SPEEDRUN_ARGS is a list of flags
 $PY -m chatforge speedrun --preset gpu-d12 --out "$RUN" --from pretrain --batch-tokens 65536 --max-epochs 3 \
-  --sft-steps 400 --time-limit "$(left)"
-[ -f "$RUN/report.md" ] || { echo "time limit: call again to resume"; exit 0; }
+  --sft-steps 400 --until "$UNTIL" --time-limit "$(left)" ${SPEEDRUN_ARGS:-}
+[ -f "$RUN/.speedrun/$UNTIL.json" ] || { echo "time limit: call again to resume"; exit 0; }
+
+if [ "$UNTIL" != export ]; then  # the factuality evaluations the speedrun would have run (issue 21)
+  for sft in sft sft-noprobe; do
+    if [ ! -f "$RUN/eval/facts_$sft.json" ]; then
+      need 60
+      $PY -m chatforge eval "$RUN/$sft" --tasks facts --facts "$RUN/factworld/qa.jsonl" \
+        --search-index "$RUN/search.sqlite" --out "$RUN/eval/facts_$sft.json" --quiet
+    fi
+  done
+fi
 
 for half in 0 1; do
   name=$([ $half = 0 ] && echo rm || echo judge)

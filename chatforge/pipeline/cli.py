@@ -11,7 +11,7 @@ def _speedrun(args):
 
     preset = get_preset("smoke" if args.smoke else args.preset, nproc=args.nproc, train_tokens=args.train_tokens,
                         sft_steps=args.sft_steps, batch_tokens=args.batch_tokens, max_epochs=args.max_epochs,
-                        facts_share=args.facts_share)
+                        facts_share=args.facts_share, rl_steps=args.rl_steps, dpo_steps=args.dpo_steps)
     out = args.out or f"runs/{preset.name}"
     compare = {}
     for item in args.compare or []:
@@ -43,6 +43,8 @@ def register(sub):
     p.add_argument("--facts-share", type=float, help="the fact world's share of pretraining text "
                    "(0 = no factuality stages; default: the preset's)")
     p.add_argument("--sft-steps", type=int, help="SFT steps (default: the preset's)")
+    p.add_argument("--rl-steps", type=int, help="GRPO steps after SFT (0 = no RL stage; default: the preset's)")
+    p.add_argument("--dpo-steps", type=int, help="DPO steps after SFT (0 = no DPO stage; default: the preset's)")
     p.add_argument("--batch-tokens", type=int, help="pretraining tokens per optimizer step (default: the preset's)")
     p.add_argument("--max-epochs", type=float, help="cap pretraining at this many passes over the corpus "
                    "(default: the preset's)")
