@@ -142,7 +142,7 @@ def _register_rl(sub):
                    help="with --reward rm:RM_RUN: a reward model trained on the other half of the pairs "
                         "(`chatforge rm --half 1`); the guard stops the run when the reward rises while it falls")
     p.add_argument("--guard-patience", type=int, default=3,
-                   help="evaluations in a row of reward up, judge down before the guard stops (default 3)")
+                   help="evaluations in a row with the judge below its best and the reward above its value there, before the guard stops (default 3)")
     p.add_argument("--std-norm", action="store_true", help="divide advantages by the group's std")
     p.add_argument("--device-batch-size", type=int, default=32, help="rollouts per forward/backward (default 32)")
     p.add_argument("--eval-every", type=int, default=10, help="steps between held-out evaluations (0: start and end)")

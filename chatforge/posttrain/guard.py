@@ -9,9 +9,13 @@ highly that no person would ("the the the ..."). Two signals catch that:
 - Degeneracy of the replies themselves: repetition rate (share of tokens that repeat the token
   n-gram before them), distinct-n (unique n-grams / n-grams, over all replies) and length
   relative to the start of the run.
-The rule: when the optimised reward rose and the judge fell, evaluation over evaluation, for
-`patience` (K) evaluations in a row, the run stops; the checkpoint kept is the one the judge
-scored best. Every evaluation is logged (OUT/guard.jsonl, with sample replies) and
+The rule: the two curves have parted at an evaluation when the judge is below its best so far
+and the optimised reward is above its value at that best. After `patience` (K) such evaluations
+in a row the run stops; the checkpoint kept is the one the judge scored best. (Measured against
+the judge's best, not against the previous evaluation: a d12 RLHF run on an H200 zigzagged from
+degenerate to short replies and back, so "reward up and judge down since the last evaluation"
+never held three times in a row although the judge stayed below its starting score for 200
+steps; docs/benchmarks.md, RLHF.) Every evaluation is logged (OUT/guard.jsonl, with sample replies) and
 `plot_guard` draws both curves and the degeneracy signals.
 
 Inside `chatforge rl --reward rm:RM_RUN --judge JUDGE_RUN`, `rl_hook` turns the guard into the RL
@@ -71,7 +75,7 @@ class RewardHackingGuard:
     def __init__(self, patience: int = 3, length_blowup: float = 3.0, min_delta: float = 0.0):
         self.patience, self.length_blowup, self.min_delta = patience, length_blowup, min_delta
         self.history: list[GuardEval] = []
-        self.streak = 0          # evaluations in a row where reward rose and the judge fell
+        self.streak = 0          # evaluations in a row with the judge below its best, the reward above its value there
         self.stopped_at: int | None = None
         self.reason = ""
 
@@ -83,8 +87,8 @@ class RewardHackingGuard:
     def update(self, ev: GuardEval) -> bool:
         """Record an evaluation; True when the run should stop."""
         if self.history:
-            prev, first = self.history[-1], self.history[0]
-            parting = ev.reward > prev.reward + self.min_delta and ev.judge < prev.judge - self.min_delta
+            best, first = self.best, self.history[0]
+            parting = ev.reward > best.reward + self.min_delta and ev.judge < best.judge - self.min_delta
             self.streak = self.streak + 1 if parting else 0
             length0 = first.signals.get("length") or 0
             ev.signals["length_ratio"] = ev.signals.get("length", 0) / length0 if length0 else 1.0
@@ -94,8 +98,8 @@ class RewardHackingGuard:
         self.history.append(ev)
         if self.streak >= self.patience:
             self.stopped_at = ev.step
-            self.reason = (f"optimised reward rose while the judge fell for {self.streak} evaluations in a row "
-                           f"(judge best at step {self.best.step})")
+            self.reason = (f"optimised reward above and judge below their values at the judge's best (step "
+                           f"{self.best.step}) for {self.streak} evaluations in a row")
             return True
         return False
 

@@ -74,6 +74,16 @@ def test_one_disagreement_is_not_a_stop():
     assert g.best.step == 2 and g.update(GuardEval(4, 3.5, 0.2, {"length": 5}))
 
 
+def test_a_zigzagging_run_whose_judge_never_recovers_is_stopped():
+    """The first evaluations of the d12 RLHF run (H200, docs/benchmarks.md): reward up, judge down
+    from the SFT start, but the judge zigzags, so it never fell three evaluations in a row."""
+    g = RewardHackingGuard(patience=3)
+    seq = [(0, 0.641, 0.848), (10, 0.662, 0.587), (20, 0.753, 0.697), (30, 0.863, 0.720)]
+    stops = [g.update(GuardEval(s, r, j, {"length": 9})) for s, r, j in seq]
+    assert stops == [False, False, False, True] and g.best.step == 0
+    assert [e.signals["parting_streak"] for e in g.history] == [0, 1, 2, 3]
+
+
 @pytest.mark.slow  # two reward models and an RL run with engine rollouts: ~60 s on a busy 2-core machine
 def test_rlhf_run_with_guard_end_to_end(sft_and_pairs, tmp_path, one_torch_thread):
     """chatforge rl --reward rm:RM --judge JUDGE on a tiny model: two reward models on disjoint
