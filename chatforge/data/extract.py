@@ -5,6 +5,7 @@ Backends:
                deduplicate=True. Pure Python over lxml; slow, and on some huge pages it runs
                for minutes (a known trafilatura issue), hence the time limit.
   resiliparse  resiliparse's `extract_plain_text(main_content=True)`: C++ (lexbor), ~10x faster.
+  fast         ours (chatforge/data/extract_fast.py): one lxml pass with boilerplate rules.
 The default is picked from benchmarks/extraction_quality.py (see docs/benchmarks.md).
 
 The time limit uses SIGALRM (each worker is a process running us in its main thread), so a
@@ -19,7 +20,7 @@ import threading
 from chatforge.common import ChatforgeError
 from chatforge.data.steps import Doc, Step
 
-BACKENDS = ("trafilatura", "resiliparse")
+BACKENDS = ("trafilatura", "resiliparse", "fast")
 
 
 class _Timeout(Exception):
@@ -63,6 +64,10 @@ def get_backend(name: str):
         except ImportError:
             raise ChatforgeError("resiliparse is not installed: `pip install resiliparse`, or use --extractor trafilatura")
         return extract_resiliparse
+    if name == "fast":
+        from chatforge.data.extract_fast import extract_fast
+
+        return extract_fast
     raise ChatforgeError(f"unknown extractor '{name}'; choose one of {', '.join(BACKENDS)}")
 
 
