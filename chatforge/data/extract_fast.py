@@ -24,11 +24,25 @@ from lxml import etree
 # Subtrees never holding main text; stripped in C before the walk.
 _STRIP_TAGS = ("script", "style", "noscript", "svg", "iframe", "template", "head", "button", "select",
                "textarea", "input", "label", "canvas", "video", "audio", "map", "object", "embed",
-               "nav", "figcaption")
-# libxml2 parses like HTML 4: a script ends at the first "</", and markup inside noscript is
-# parsed, so a string like "</div>" in a script can swallow the page. Cut these raw-text
-# elements (and comments) out of the string first, as an HTML5 parser would read them.
-_RAW = re.compile(r"<(script|style|noscript|template|textarea)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+               "nav", "figcaption", "img", "picture", "source", "meta", "link", "wbr")
+# inline formatting: merged into the parent's text (in C) so the Python walk visits fewer elements
+_MERGE_TAGS = ("b", "strong", "em", "i", "u", "s", "font", "small", "big", "abbr", "time", "sup", "sub", "mark",
+               "cite", "q", "dfn", "var", "kbd", "samp", "del", "ins", "bdi", "bdo")
+# libxml2 parses noscript's content as markup (an HTML5 parser reads it as raw text), and a
+# stray tag in it can swallow the rest of the page: cut noscript out of the string first.
+_NOSCRIPT = re.compile(r"<noscript\b.*?</noscript\s*>", re.I | re.S)
+
+
+def _cut_scripts(html: str) -> str:
+    """Remove <script>...</script> with str.find (C speed; a regex's lazy .*? crawls through the
+    script bodies, half of a page's bytes). Upper-case SCRIPT tags are left to strip_elements."""
+    out, pos = [], 0
+    while (i := html.find("<script", pos)) >= 0 and (j := html.find("</script>", i)) >= 0:
+        out.append(html[pos:i])
+        pos = j + 9
+    out.append(html[pos:])
+    return " ".join(out)
+
 _BLOCK_TAGS = frozenset(("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol", "dl", "dd", "dt",
                          "blockquote", "pre", "table", "tr", "td", "th", "section", "article", "main",
                          "header", "footer", "aside", "form", "figure", "br", "hr", "address", "center",
@@ -36,13 +50,14 @@ _BLOCK_TAGS = frozenset(("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "
 _BOILER_TAGS = frozenset(("footer", "aside"))
 # class/id words that mark boilerplate containers: whole words (split at anything not a letter
 # or digit), or, for the unambiguous ones, anywhere (camelCase and run-together names)
-_BOILER_WORDS = re.compile(
-    r"(?:^|[^a-z0-9])(?:nav|menu|menus|submenu|side|banner|share|sharing|respond|reply|popup|modal|"
-    r"overlay|advert|ads|sponsor|sponsored|promo|teaser|tags|tagcloud|pagination|pager|login|signup|search|"
-    r"toolbar|masthead|topbar|byline|bylines|meta|print|rating|trending|popular|readmore|disclosure)"
-    r"(?:$|[^a-z0-9])"
-    r"|cookie|consent|gdpr|newsletter|sidebar|breadcrumb|navigation|navbar|footer|comment|related|"
-    r"recommend|social|shariff|subscribe|tooltip|disqus|outbrain|taboola")
+_WHOLE_WORDS = ("nav", "menu", "menus", "submenu", "side", "banner", "share", "sharing", "respond", "reply",
+                "popup", "modal", "overlay", "advert", "ads", "sponsor", "sponsored", "promo", "teaser", "tags",
+                "tagcloud", "pagination", "pager", "login", "signup", "search", "toolbar", "masthead", "topbar",
+                "byline", "bylines", "meta", "print", "rating", "trending", "popular", "readmore", "disclosure")
+_ANYWHERE = ("cookie", "consent", "gdpr", "newsletter", "sidebar", "breadcrumb", "navigation", "navbar", "footer",
+             "comment", "related", "recommend", "social", "shariff", "subscribe", "tooltip", "disqus", "outbrain",
+             "taboola")
+_BOILER_WORDS = re.compile(rf"(?:^|[^a-z0-9])(?:{'|'.join(_WHOLE_WORDS)})(?:$|[^a-z0-9])|{'|'.join(_ANYWHERE)}")
 # layout switches that mention a boilerplate word without being boilerplate: "no-share",
 # "has-sidebar", "layout-right-sidebar", "right-sidebar"
 _MODIFIERS = re.compile(r"\b(?:no|has|with|without|layout|show|hide|enable|disable|is)-\S+|\S*(?:left|right)[-_]sidebar\S*"
@@ -56,92 +71,94 @@ _CONTENT_NAME = re.compile(r"(?:entry|post|article|page|story|main)[-_]?(?:conte
 _SENTENCE_END = re.compile(r"[.!?:;…\"'»”)]\s*$")
 
 
-def _names(el) -> str:
-    return f"{el.get('class') or ''} {el.get('id') or ''}".strip()
-
-
 @functools.lru_cache(maxsize=1 << 16)  # class strings repeat within a site and across pages
-def _boilerplate_name(names: str) -> bool:
-    names = names.lower()
-    if not _BOILER_WORDS.search(names) or _CONTENT_NAME.search(names):
-        return False
-    return bool(_BOILER_WORDS.search(_MODIFIERS.sub(" ", names)))
-
-
-def _prune(body, total: int) -> None:
-    """Drop boilerplate subtrees; keep one if it holds over half the page's text (a page wrapper)."""
-    doomed = []
-    for el in body.xpath(".//*[@class or @id] | .//footer | .//aside"):
-        if el.tag in _BOILER_TAGS:  # an HTML5 tag says it; trusted unless it wraps nearly everything
-            doomed.append((el, 0.8))
-            continue
-        names = _names(el)
-        if names and _boilerplate_name(names):
-            doomed.append((el, 0.5))
-    for el, most in doomed:
-        parent = el.getparent()
-        if parent is None:
-            continue  # already inside a removed subtree
-        if len(el.xpath("string()")) > most * total:
-            continue
-        if el.tail and el.tail.strip():  # the text after the element belongs to the parent
-            prev = el.getprevious()
-            if prev is not None:
-                prev.tail = (prev.tail or "") + el.tail
-            else:
-                parent.text = (parent.text or "") + el.tail
-        parent.remove(el)
+def _name_kind(name: str) -> int:
+    """A class or id attribute's verdict: 1 boilerplate, 2 content, 0 neither."""
+    name = name.lower()
+    if _CONTENT_NAME.search(name):
+        return 2  # never dropped for a word it also has ("entry-content no-share")
+    if _BOILER_WORDS.search(name) and _BOILER_WORDS.search(_MODIFIERS.sub(" ", name)):
+        return 1
+    return 2 if _CONTENT_WORDS.search(name) else 0
 
 
 class _Block:
-    __slots__ = ("text", "links", "tag", "in_content")
+    __slots__ = ("text", "links", "tag", "in_content", "boiler")
 
-    def __init__(self, text, links, tag, in_content):
-        self.text, self.links, self.tag, self.in_content = text, links, tag, in_content
+    def __init__(self, text, links, tag, in_content, boiler):
+        self.text, self.links, self.tag, self.in_content, self.boiler = text, links, tag, in_content, boiler
 
 
-def _blocks(body) -> list[_Block]:
-    """Linearize into blocks: text between block-level boundaries, with its share in links."""
+def _blocks(body) -> tuple[list[_Block], dict]:
+    """Linearize into blocks (text between block-level boundaries) in one walk.
+
+    Each block carries its link characters, whether a content container (article, main,
+    entry-content) holds it, and the boilerplate-named containers around it (a tuple of ids).
+    Whether those containers are dropped is decided after the walk, once their sizes are known:
+    one holding most of the page's text is a page wrapper, not boilerplate.
+    """
     blocks: list[_Block] = []
-    parts: list[str] = []
-    state = {"links": 0, "tag": "div", "content": False}
+    parts: list[str] = []  # text of the block being collected
+    links = 0  # its characters inside <a>
+    sizes: dict[int, float] = {}  # boilerplate container id -> the share of text it must stay under
 
-    def flush():
+    def flush(tag, in_content, boiler):
+        nonlocal links
         text = " ".join("".join(parts).split())
         if text:
-            blocks.append(_Block(text, state["links"], state["tag"], state["content"]))
+            blocks.append(_Block(text, links, tag, in_content, boiler))
         parts.clear()
-        state["links"] = 0
+        links = 0
 
-    def walk(el, in_link: bool, in_content: bool):
-        tag = el.tag
-        block = tag in _BLOCK_TAGS
-        if block:
-            flush()
-            state["tag"] = tag
-        if not in_content and block:
-            names = _names(el)
-            in_content = tag in ("article", "main") or bool(names and _CONTENT_WORDS.search(names))
-        state["content"] = in_content
-        in_link = in_link or tag == "a"
+    def walk(el, tag, in_link, in_content, boiler):
+        # returns nothing; text before a block boundary belongs to the enclosing block (`tag`)
+        nonlocal links
+        own = el.tag
+        if own in _BLOCK_TAGS:
+            if parts:
+                flush(tag, in_content, boiler)
+            tag = own
+        if own in _BOILER_TAGS:  # an HTML5 tag says it; trusted unless it wraps nearly everything
+            boiler = boiler + (id(el),)
+            sizes[id(el)] = 0.8
+        else:
+            cls, ident = el.get("class"), el.get("id")
+            kind = _name_kind(cls) if cls else 0
+            if ident and kind != 2:
+                kind = max(kind, _name_kind(ident))
+            if kind == 1:
+                boiler = boiler + (id(el),)
+                sizes[id(el)] = 0.5
+            elif kind == 2 or own in ("article", "main"):
+                in_content = True
+        if own == "a":
+            in_link = True
         if el.text:
             parts.append(el.text)
             if in_link:
-                state["links"] += len(el.text.strip())
+                links += len(el.text.strip())
         for child in el:
-            if isinstance(child.tag, str):
-                walk(child, in_link, in_content)
+            walk(child, tag, in_link, in_content, boiler)
             if child.tail:
                 parts.append(child.tail)
                 if in_link:
-                    state["links"] += len(child.tail.strip())
-        if block:
-            flush()
-            state["tag"] = "div"
-        state["content"] = in_content
+                    links += len(child.tail.strip())
+        if own in _BLOCK_TAGS and parts:
+            flush(tag, in_content, boiler)
 
-    walk(body, False, False)
-    return blocks
+    walk(body, "div", False, False, ())
+    return blocks, sizes
+
+
+def _drop_boilerplate(blocks: list[_Block], sizes: dict) -> list[_Block]:
+    """Blocks outside every boilerplate container that is not a page wrapper."""
+    total = sum(len(b.text) for b in blocks)
+    held = dict.fromkeys(sizes, 0)
+    for b in blocks:
+        for c in b.boiler:
+            held[c] += len(b.text)
+    wrappers = {c for c, n in held.items() if n > sizes[c] * total}
+    return [b for b in blocks if all(c in wrappers for c in b.boiler)]
 
 
 def _is_long(b: _Block) -> bool:
@@ -154,20 +171,17 @@ def extract_fast(html: str) -> str | None:
         return None
     parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True)
     try:
-        root = etree.fromstring(_RAW.sub(" ", html).encode("utf-8", "replace"), parser)
+        root = etree.fromstring(_NOSCRIPT.sub(" ", _cut_scripts(html)).encode("utf-8", "replace"), parser)
     except (etree.ParserError, ValueError):
         return None
     if root is None:
         return None
     etree.strip_elements(root, *_STRIP_TAGS, with_tail=False)
+    etree.strip_tags(root, *_MERGE_TAGS)
     body = root.find("body")
     if body is None:
         body = root
-    total = len(body.xpath("string()"))
-    if total == 0:
-        return None
-    _prune(body, total)
-    blocks = _blocks(body)
+    blocks = _drop_boilerplate(*_blocks(body))
     if not blocks:
         return None
     # the main region: inside marked content containers when they hold enough of the long text
