@@ -93,14 +93,14 @@ def _blocks(body) -> tuple[list[_Block], dict]:
     """Linearize into blocks (text between block-level boundaries) in one walk.
 
     Each block carries its link characters, whether a content container (article, main,
-    entry-content) holds it, and the boilerplate-named containers around it (a tuple of ids).
+    entry-content) holds it, and the boilerplate-named containers around it (a tuple of numbers).
     Whether those containers are dropped is decided after the walk, once their sizes are known:
     one holding most of the page's text is a page wrapper, not boilerplate.
     """
     blocks: list[_Block] = []
     parts: list[str] = []  # text of the block being collected
     links = 0  # its characters inside <a>
-    sizes: dict[int, float] = {}  # boilerplate container id -> the share of text it must stay under
+    sizes: dict[int, float] = {}  # boilerplate container number -> the share of text it must stay under
 
     def flush(tag, in_content, boiler):
         nonlocal links
@@ -119,16 +119,16 @@ def _blocks(body) -> tuple[list[_Block], dict]:
                 flush(tag, in_content, boiler)
             tag = own
         if own in _BOILER_TAGS:  # an HTML5 tag says it; trusted unless it wraps nearly everything
-            boiler = boiler + (id(el),)
-            sizes[id(el)] = 0.8
+            boiler = boiler + (len(sizes),)
+            sizes[len(sizes)] = 0.8
         else:
             cls, ident = el.get("class"), el.get("id")
             kind = _name_kind(cls) if cls else 0
             if ident and kind != 2:
                 kind = max(kind, _name_kind(ident))
             if kind == 1:
-                boiler = boiler + (id(el),)
-                sizes[id(el)] = 0.5
+                boiler = boiler + (len(sizes),)
+                sizes[len(sizes)] = 0.5
             elif kind == 2 or own in ("article", "main"):
                 in_content = True
         if own == "a":
@@ -161,6 +161,9 @@ def _drop_boilerplate(blocks: list[_Block], sizes: dict) -> list[_Block]:
     return [b for b in blocks if all(c in wrappers for c in b.boiler)]
 
 
+_HEADINGS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6"))
+
+
 def _is_long(b: _Block) -> bool:
     n = len(b.text)
     return n >= 80 and b.links < 0.3 * n and (n >= 200 or bool(_SENTENCE_END.search(b.text)))
@@ -189,19 +192,19 @@ def extract_fast(html: str) -> str | None:
     inside = sum(len(b.text) for b in blocks if b.in_content and _is_long(b))
     if inside >= 0.5 * long_chars and inside > 0:
         blocks = [b for b in blocks if b.in_content]
-    # link lists and labels out; short blocks kept only between the first and last long block
+    # the main region spans the first to the last long block: short blocks (subheadings, short
+    # paragraphs) are kept inside it, and before it only headings close to it (the title)
     longs = [i for i, b in enumerate(blocks) if _is_long(b)]
     lo, hi = (longs[0], longs[-1]) if longs else (0, len(blocks) - 1)
+    keep = [lo <= i <= hi or (lo - 3 <= i < lo and b.tag in _HEADINGS) for i, b in enumerate(blocks)]
     kept, seen = [], set()
     for i, b in enumerate(blocks):
-        n = len(b.text)
-        if b.links > 0.5 * n:
-            continue
-        heading = b.tag in ("h1", "h2", "h3", "h4", "h5", "h6")
-        if not (lo <= i <= hi) and not (heading and lo - 3 <= i < lo) and not _is_long(b):
-            continue
-        if b.text in seen:
+        if not keep[i] or b.links > 0.5 * len(b.text) or b.text in seen:
             continue
         seen.add(b.text)
-        kept.append(b.text)
+        kept.append(b)
+    # a heading with no text of its own after it titles a list we dropped ("Related articles")
+    kept = [b for i, b in enumerate(kept) if b.tag not in _HEADINGS or (
+        i + 1 < len(kept) and kept[i + 1].tag not in _HEADINGS)]
+    kept = [b.text for b in kept]
     return "\n".join(kept) or None
