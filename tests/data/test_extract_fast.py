@@ -80,7 +80,8 @@ def test_selectable_as_a_build_step():
 
 def test_f1_on_the_shared_pages(shared_data):
     """Snippet F1 (trafilatura's own evaluation, as benchmarks/extraction_quality.py scores it) on the
-    320 pages: trafilatura gets 0.915; the floor leaves room for noise-free rule changes, not regressions."""
+    320 pages: 0.924 when written, trafilatura 0.915 (the default was chosen on that: keep it above);
+    0.914 on half B, the half the rules were not tuned on (trafilatura 0.913)."""
     web = shared_data / "web"
     if not (web / "expected-snippets.json").exists():
         pytest.skip("../shared/data/web is absent: the 320 evaluation pages are needed")
@@ -94,6 +95,6 @@ def test_f1_on_the_shared_pages(shared_data):
     texts = {url: extract_fast(decode_html(gzip.open(web / "pages" / e["file"], "rb").read())[0])
              for url, e in expected.items()}
     s = bench.score(texts, expected)
-    assert s["f1"] >= 0.90, s
+    assert s["f1"] >= 0.915, s
     held_out = {u: e for u, e in expected.items() if bench.split_of(u) == "B"}  # rules were tuned on half A
-    assert bench.score(texts, held_out)["f1"] >= 0.89
+    assert bench.score(texts, held_out)["f1"] >= 0.91
