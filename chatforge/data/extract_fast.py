@@ -47,6 +47,7 @@ def _cut_scripts(html: str) -> str:
     out.append(html[pos:])
     return " ".join(out)
 
+
 _BLOCK_TAGS = frozenset(("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol", "dl", "dd", "dt",
                          "blockquote", "pre", "table", "tr", "td", "th", "section", "article", "main",
                          "header", "footer", "aside", "form", "figure", "br", "hr", "address", "center",
