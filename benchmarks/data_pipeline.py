@@ -210,7 +210,7 @@ def main() -> int:
         if missing:
             print(f"datatrove baseline skipped: missing {', '.join(missing)} (see this script's docstring)")
             args.no_datatrove = True
-    which_list = ["ours:trafilatura", "ours:resiliparse"] + ([] if args.no_datatrove else ["datatrove"])
+    which_list = ["ours:trafilatura", "ours:resiliparse", "ours:fast"] + ([] if args.no_datatrove else ["datatrove"])
     for which in which_list:
         res = tmp / f"{which.replace(':', '_')}.json"
         r = subprocess.run([sys.executable, __file__, "--workers", str(args.workers), "--child", which, str(warc),
@@ -227,8 +227,9 @@ def main() -> int:
     if "datatrove" in runs and "ours:trafilatura" in runs:
         a, b = runs["ours:trafilatura"], runs["datatrove"]
         print(f"\nratio ours(trafilatura)/datatrove throughput: {b['wall'] / a['wall']:.2f}x")
-        if "ours:resiliparse" in runs:
-            print(f"ratio ours(resiliparse)/datatrove throughput: {b['wall'] / runs['ours:resiliparse']['wall']:.2f}x")
+        for ext in ("resiliparse", "fast"):
+            if f"ours:{ext}" in runs:
+                print(f"ratio ours({ext})/datatrove throughput: {b['wall'] / runs[f'ours:{ext}']['wall']:.2f}x")
     print("\nper-step seconds (each step's own time, summed over documents)")
     order = ["read", "url_filter", "extract", "language", "gopher_repetition", "gopher_quality", "c4",
              "fineweb_quality", "minhash_signatures", "dedup", "pii", "write"]

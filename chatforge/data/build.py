@@ -43,7 +43,7 @@ STAGE3_STEPS = ["dedup", "pii"]
 class BuildConfig:
     """Every threshold of the pipeline. Defaults follow FineWeb's recipe."""
 
-    extractor: str = "trafilatura"        # or "resiliparse"; see docs/benchmarks.md "Data pipeline"
+    extractor: str = "fast"               # or "trafilatura", "resiliparse"; see docs/benchmarks.md "Data at scale"
     extract_timeout: float = 1.0          # seconds per page
     languages: tuple = ("en",)            # empty: keep every language (still labelled)
     language_threshold: float = 0.65
