@@ -10,12 +10,15 @@ highly that no person would ("the the the ..."). Two signals catch that:
   n-gram before them), distinct-n (unique n-grams / n-grams, over all replies) and length
   relative to the start of the run.
 The rule: the two curves have parted at an evaluation when the judge is below its best so far
-and the optimised reward is above its value at that best. After `patience` (K) such evaluations
-in a row the run stops; the checkpoint kept is the one the judge scored best. (Measured against
-the judge's best, not against the previous evaluation: a d12 RLHF run on an H200 zigzagged from
-degenerate to short replies and back, so "reward up and judge down since the last evaluation"
-never held three times in a row although the judge stayed below its starting score for 200
-steps; docs/benchmarks.md, RLHF.) Every evaluation is logged (OUT/guard.jsonl, with sample replies) and
+and the optimised reward is above its value at that best; the replies are degenerate when their
+repetition rate is above twice the first evaluation's plus 0.1. After `patience` (K) evaluations
+in a row of either, the run stops; the checkpoint kept is the one the judge scored best among the
+evaluations whose replies were not degenerate. Why both, and why against the judge's best rather
+than the previous evaluation: two d12 RLHF runs on an H200 (docs/benchmarks.md, RLHF) zigzagged
+between degenerate and short replies, so "reward up and judge down since the last evaluation"
+never held three times in a row; and the judge, trained from the same SFT model on the same kind
+of data, liked the repetitive replies too (judge 0.86 at 70% repetition), so only the degeneracy
+signal caught them. Every evaluation is logged (OUT/guard.jsonl, with sample replies) and
 `plot_guard` draws both curves and the degeneracy signals.
 
 Inside `chatforge rl --reward rm:RM_RUN --judge JUDGE_RUN`, `rl_hook` turns the guard into the RL
@@ -76,13 +79,20 @@ class RewardHackingGuard:
         self.patience, self.length_blowup, self.min_delta = patience, length_blowup, min_delta
         self.history: list[GuardEval] = []
         self.streak = 0          # evaluations in a row with the judge below its best, the reward above its value there
+        self.degenerate_streak = 0  # evaluations in a row with repetitive replies
         self.stopped_at: int | None = None
         self.reason = ""
 
     @property
     def best(self) -> GuardEval | None:
-        """The evaluation the judge scored highest (earliest on ties)."""
-        return max(self.history, key=lambda e: (e.judge, -e.step)) if self.history else None
+        """The evaluation the judge scored highest (earliest on ties) among those whose replies
+        were not degenerate (among all when every one was)."""
+        sound = [e for e in self.history if not e.signals.get("degenerate")] or self.history
+        return max(sound, key=lambda e: (e.judge, -e.step)) if sound else None
+
+    def repetitive(self, ev: GuardEval) -> bool:
+        """Repetition above twice the first evaluation's, plus 0.1 (the SFT model repeats itself a little)."""
+        return bool(self.history) and ev.signals.get("repetition", 0) > 2 * self.history[0].signals.get("repetition", 0) + 0.1
 
     def update(self, ev: GuardEval) -> bool:
         """Record an evaluation; True when the run should stop."""
@@ -94,21 +104,28 @@ class RewardHackingGuard:
             ev.signals["length_ratio"] = ev.signals.get("length", 0) / length0 if length0 else 1.0
         else:
             ev.signals["length_ratio"] = 1.0
+        ev.signals["degenerate"] = self.repetitive(ev)
+        self.degenerate_streak = self.degenerate_streak + 1 if ev.signals["degenerate"] else 0
         ev.signals["parting_streak"] = self.streak
         self.history.append(ev)
         if self.streak >= self.patience:
-            self.stopped_at = ev.step
             self.reason = (f"optimised reward above and judge below their values at the judge's best (step "
                            f"{self.best.step}) for {self.streak} evaluations in a row")
-            return True
-        return False
+        elif self.degenerate_streak >= self.patience:
+            self.reason = (f"repetitive replies ({ev.signals['repetition']:.0%} repeated trigrams, "
+                           f"{self.history[0].signals.get('repetition', 0):.0%} at the start) for "
+                           f"{self.degenerate_streak} evaluations in a row (judge best at step {self.best.step})")
+        else:
+            return False
+        self.stopped_at = ev.step
+        return True
 
     def warnings(self, ev: GuardEval) -> list[str]:
-        """Degeneracy notes for the log (they do not stop the run on their own)."""
+        """Degeneracy notes for the log (length alone does not stop a run: replies may rightly grow)."""
         out = []
         if ev.signals.get("length_ratio", 1.0) > self.length_blowup:
             out.append(f"replies {ev.signals['length_ratio']:.1f}x longer than at the start")
-        if self.history and ev.signals.get("repetition", 0) > 2 * self.history[0].signals.get("repetition", 0) + 0.1:
+        if ev.signals.get("degenerate"):
             out.append(f"repetition {ev.signals['repetition']:.0%}")
         return out
 
@@ -116,6 +133,7 @@ class RewardHackingGuard:
         best = self.best
         return {"stopped_at": self.stopped_at, "reason": self.reason, "patience": self.patience,
                 "best_step": best.step if best else None, "best_judge": best.judge if best else None,
+                "degenerate_streak": self.degenerate_streak,
                 "evals": [{"step": e.step, "reward": e.reward, "judge": e.judge, **e.signals} for e in self.history]}
 
 

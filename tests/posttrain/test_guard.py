@@ -84,6 +84,21 @@ def test_a_zigzagging_run_whose_judge_never_recovers_is_stopped():
     assert [e.signals["parting_streak"] for e in g.history] == [0, 1, 2, 3]
 
 
+def test_repetitive_replies_stop_a_run_whose_judge_is_fooled_too():
+    """The second d12 RLHF run (H200): the judge, trained from the same SFT model, liked the
+    repetitive replies as much as the optimised reward did; the repetition signal stops the run,
+    and the kept step is the judge's best among the evaluations that were not degenerate."""
+    g = RewardHackingGuard(patience=3)
+    seq = [(0, 0.377, 0.712, 0.05), (10, 0.661, 0.726, 0.43), (20, 0.820, 0.718, 0.62), (30, 0.856, 0.864, 0.70)]
+    stops = [g.update(GuardEval(s, r, j, {"repetition": rep, "length": 10})) for s, r, j, rep in seq]
+    assert stops == [False, False, False, True] and "repetitive" in g.reason
+    assert g.best.step == 0 and max(g.history, key=lambda e: e.judge).step == 30
+    assert [e.signals["degenerate"] for e in g.history] == [False, True, True, True]
+    # the same curves with replies as varied as at the start do not stop it
+    g = RewardHackingGuard(patience=3)
+    assert not any(g.update(GuardEval(s, r, j, {"repetition": 0.06, "length": 10})) for s, r, j, _ in seq)
+
+
 @pytest.mark.slow  # two reward models and an RL run with engine rollouts: ~60 s on a busy 2-core machine
 def test_rlhf_run_with_guard_end_to_end(sft_and_pairs, tmp_path, one_torch_thread):
     """chatforge rl --reward rm:RM --judge JUDGE on a tiny model: two reward models on disjoint
