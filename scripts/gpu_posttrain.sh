@@ -22,6 +22,12 @@ PY=${PYTHON:-python3}
 end=$((SECONDS + LIMIT))
 left() { echo $((end - SECONDS)); }
 need() { [ "$(left)" -gt "$1" ] || { echo "time limit: call again to resume"; exit 0; }; }
+# a stage that would outlive the call is interrupted like Ctrl-C; its last checkpoint resumes it
+capped() {
+  local rc=0; timeout -s INT "$(left)" "$@" || rc=$?
+  [ $rc = 124 ] && { echo "time limit: call again to resume"; exit 0; }
+  return $rc
+}
 
 UNTIL=${UNTIL:-export}
 # shellcheck disable=SC2086  # SPEEDRUN_ARGS is a list of flags
@@ -33,7 +39,7 @@ if [ "$UNTIL" != export ]; then  # the factuality evaluations the speedrun would
   for sft in sft sft-noprobe; do
     if [ ! -f "$RUN/eval/facts_$sft.json" ]; then
       need 60
-      $PY -m chatforge eval "$RUN/$sft" --tasks facts --facts "$RUN/factworld/qa.jsonl" \
+      capped $PY -m chatforge eval "$RUN/$sft" --tasks facts --facts "$RUN/factworld/qa.jsonl" \
         --search-index "$RUN/search.sqlite" --out "$RUN/eval/facts_$sft.json" --quiet
     fi
   done
@@ -44,21 +50,21 @@ for half in 0 1; do
   if [ ! -f "$RUN/$name/model.safetensors" ]; then
     need 90
     resume=""; [ -d "$RUN/$name/checkpoint" ] && resume="--resume"
-    $PY -m chatforge rm --base "$RUN/sft" --pairs hh-rlhf --half $half --out "$RUN/$name" --batch-size 32 \
+    capped $PY -m chatforge rm --base "$RUN/sft" --pairs hh-rlhf --half $half --out "$RUN/$name" --batch-size 32 \
       --eval-every 25 --save-every 25 $resume
   fi
 done
 
 if [ ! -f "$RUN/winrate.txt" ]; then
   need 120
-  $PY -m chatforge rm winrate "$RUN/judge" --a "$RUN/dpo" --b "$RUN/sft" --n 256 > "$RUN/winrate.tmp"
+  capped $PY -m chatforge rm winrate "$RUN/judge" --a "$RUN/dpo" --b "$RUN/sft" --n 256 > "$RUN/winrate.tmp"
   mv "$RUN/winrate.tmp" "$RUN/winrate.txt"; tail -1 "$RUN/winrate.txt"
 fi
 
 if [ ! -f "$RUN/rlhf/model.safetensors" ]; then
   need 120
   resume=""; [ -d "$RUN/rlhf/checkpoint" ] && resume="--resume"
-  $PY -m chatforge rl --base "$RUN/sft" --task pairs:hh-rlhf --reward "rm:$RUN/rm" --judge "$RUN/judge" \
+  capped $PY -m chatforge rl --base "$RUN/sft" --task pairs:hh-rlhf --reward "rm:$RUN/rm" --judge "$RUN/judge" \
     --out "$RUN/rlhf" --steps "${RLHF_STEPS:-300}" --prompts 16 --group 4 --max-new-tokens 96 --lr-frac 0.3 \
     --eval-every 10 --eval-problems 64 --pass-k 0 --save-every 10 --snapshots $resume
 fi
