@@ -67,7 +67,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    for mod in ("numpy", "tiktoken", "trafilatura"):
+    for mod in ("numpy", "tiktoken", "lxml", "trafilatura"):  # lxml: the default extractor's parser
         try:
             env[mod] = __import__(mod).__version__
         except Exception:
