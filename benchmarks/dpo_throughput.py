@@ -3,7 +3,9 @@
 Both train the same weights (our GPT exported to HF LlamaForCausalLM, the names map 1:1) on the
 same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exactly `--prompt`
 prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
-step is `--batch` pairs (2 x batch rows in one forward), forward + backward + optimizer step.
+step is `--batch` pairs, forward + backward + optimizer step. Ours runs twice: with each pair's
+prompt read once (`shared prompt`, our default: one row per pair, a mask keeps the two replies
+apart) and with TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
 Each side runs its own default optimizer (ours: Muon + AdamW; TRL: AdamW) and precision (bf16
@@ -82,9 +84,9 @@ def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
     return (len(t) - 1) / (t[-1] - t[0]), (len(ex["prompt_ids"]), len(ex["chosen_ids"])), trainer.train_dataset
 
 
-def run_ours(policy, ref, prepared, args, device):
-    from chatforge.posttrain.dpo import dpo_loss, pair_logps, reply_logps
-    from chatforge.posttrain.pairs import PairIds, pair_batch
+def run_ours(policy, ref, prepared, args, device, shared_prompt=True):
+    from chatforge.posttrain.dpo import compile_blocks, dpo_loss, pair_logps, reply_logps
+    from chatforge.posttrain.pairs import PairIds, logp_batch
     from chatforge.train.optim import build_optimizers
 
     pairs = [PairIds(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in prepared]
@@ -92,21 +94,22 @@ def run_ours(policy, ref, prepared, args, device):
     pad = policy.config.vocab_size - 2
     ref_c = ref_r = None
     if args.ref == "precompute":
-        ref_c, ref_r = pair_logps(ref, pairs, pad, device, args.batch, autocast)
+        ref_c, ref_r = pair_logps(ref, pairs, pad, device, args.batch, autocast, shared_prompt)
     opts = build_optimizers(policy)
     for o in opts:
         for g in o.param_groups:
             g["lr"] = g["initial_lr"] * 0.01
-    fwd = torch.compile(policy, dynamic=False) if args.compile else policy
+    if args.compile:
+        compile_blocks(policy)
     policy.train()
     times = []
     for step in range(args.warmup + args.steps):
         sel = [(step * args.batch + i) % len(pairs) for i in range(args.batch)]
-        x, y, _ = pair_batch([pairs[i] for i in sel], pad, device)
-        lp = reply_logps(fwd, x, y, autocast)
+        x, y, pos, mask = logp_batch([pairs[i] for i in sel], pad, device, shared_prompt)
+        lp = reply_logps(policy, x, y, autocast, pos, mask)
         if ref_c is None:
             with torch.no_grad():
-                rl = reply_logps(ref, x, y, autocast)
+                rl = reply_logps(ref, x, y, autocast, pos, mask)
             rc, rr = rl[:args.batch], rl[args.batch:]
         else:
             rc, rr = ref_c[sel].to(device), ref_r[sel].to(device)
@@ -159,20 +162,26 @@ def main():
     tok = word_tokenizer(args.vocab)
     with tempfile.TemporaryDirectory() as d:
         trl_sps, shape, prepared = run_trl(hf_model(), hf_model(), tok, rows, args, device, d)
-    policy = policy.to(device)
     ref = GPT(cfg).to(device)
-    ref.load_state_dict(policy.state_dict())
+    ref.load_state_dict(state)
     ref.requires_grad_(False).eval()
-    ours_sps = run_ours(policy, ref, prepared, args, device)
+    ours = {}
+    for layout, shared in (("shared prompt", True), ("two rows", False)):
+        policy = GPT(cfg).to(device)
+        policy.load_state_dict(state)  # each run trains its own copy from the same weights
+        ours[layout] = run_ours(policy, ref, prepared, args, device, shared)
+    ours_sps = ours["shared prompt"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
            "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
-           "compile": args.compile, "torch": torch.__version__, "ours_steps_s": ours_sps, "trl_steps_s": trl_sps,
-           "ratio": ours_sps / trl_sps}
+           "compile": args.compile, "torch": torch.__version__, "ours_steps_s": ours_sps,
+           "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps, "ratio": ours_sps / trl_sps}
     print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
           f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}")
-    print(f"{'':24}{'ours':>10}{'TRL DPOTrainer':>16}{'ours / TRL':>12}")
-    print(f"{'steps/s':24}{ours_sps:>10.3f}{trl_sps:>16.3f}{ours_sps / trl_sps:>11.2f}x")
+    print(f"{'':28}{'steps/s':>10}{'vs TRL':>10}")
+    for layout, sps in ours.items():
+        print(f"{'ours, ' + layout:28}{sps:>10.3f}{sps / trl_sps:>9.2f}x")
+    print(f"{'TRL DPOTrainer':28}{trl_sps:>10.3f}{1:>9.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -98,7 +98,8 @@ class GPTConfig:
 
 
 def apply_rotary(x, cos, sin):
-    """HF Llama's rotate-half RoPE: x [B, T, H, D]; cos/sin [T, 1, D/2] (fp32 tables, cast like HF)."""
+    """HF Llama's rotate-half RoPE: x [B, T, H, D]; cos/sin [T, 1, D/2], or [B, T, 1, D/2] for
+    per-row positions (fp32 tables, cast like HF)."""
     d = x.size(-1) // 2
     x1, x2 = x[..., :d], x[..., d:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -189,7 +190,7 @@ class Attention(nn.Module):
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
             qkv = linear(x, w, fp8, self.fp8_x_scale)
             qkv = qkv.view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
-            if self.rope_kernel:
+            if self.rope_kernel and cos.dim() == 3:  # the kernel takes one position table for all rows
                 q, k, v = rope_qkv(qkv, cos, sin, self.n_head, self.n_kv_head)
             else:
                 q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
@@ -204,7 +205,10 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         gqa = self.n_kv_head != self.n_head
         if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            # attn_mask [B, 1, T, T] (True = attend) for rows packing several sequences, e.g. a
+            # preference pair's prompt read once for both replies (posttrain/pairs.py); else causal
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                               enable_gqa=gqa)
         else:
             p = kv_cache.pos
             kv_cache.k[self.layer_idx, :, :, p:p + T] = k.to(kv_cache.k.dtype)

@@ -30,35 +30,48 @@ import torch.nn.functional as F
 from chatforge.common import ChatforgeError
 
 
-def hidden_states(model, idx):
+def hidden_states(model, idx, positions=None, mask=None):
     """Final-norm hidden states [B, T, C] of our GPT: its forward without the output head, so a
-    caller can apply the head to the positions it needs (or a different head: reward_model.py)."""
+    caller can apply the head to the positions it needs (or a different head: reward_model.py).
+    positions [B, T] and mask [B, 1, T, T] (True = attend) for rows that pack several sequences
+    (pairs.shared_prompt_batch); else positions 0..T-1 and causal attention."""
     T = idx.size(1)
     if T > model._rope_len:
         model._build_rope(max(2 * model._rope_len, T), device=idx.device)
-    cos, sin = model.rope_cos[:T].to(idx.device), model.rope_sin[:T].to(idx.device)
+    if positions is None:
+        cos, sin = model.rope_cos[:T].to(idx.device), model.rope_sin[:T].to(idx.device)
+    else:
+        cos, sin = model.rope_cos.to(idx.device)[positions], model.rope_sin.to(idx.device)[positions]  # [B, T, 1, D/2]
     x = model.model.embed_tokens(idx)
     if model.low_precision_residual and torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))  # as GPT.forward: a bf16 residual stream
     for block in model.model.layers:
-        x = block(x, cos, sin)
+        x = block(x, cos, sin, None, mask)
     return model.model.norm(x)
 
 
-def reply_logps(model, x, y, autocast=None):
-    """Sum of log p(target) over positions whose target is not -1, per row -> [rows] fp32.
+def reply_logps(model, x, y, autocast=None, positions=None, mask=None):
+    """Sum of log p(target) over positions whose target is not -1, per row of y -> [rows] fp32.
+    y has x's rows (pairs.pair_batch), or twice as many (pairs.shared_prompt_batch: row i and
+    row B + i read the hidden states of x's row i; pass its positions and mask too).
 
     The output head runs on reply positions only: a prompt is most of a pair's tokens, and the
     head (width x vocab) with its fp32 logits is the largest single cost of a small model's step."""
     import contextlib
 
     with (autocast or contextlib.nullcontext)():
-        h = hidden_states(model, x)
-        keep = y != -1
-        logits = model.lm_head(h[keep])  # [reply tokens, V]
-    nll = F.cross_entropy(logits.float(), y[keep], reduction="none")
-    rows = keep.nonzero()[:, 0]
-    return torch.zeros(x.size(0), device=x.device, dtype=torch.float32).index_add_(0, rows, -nll)
+        h = hidden_states(model, x, positions, mask)
+        rows, cols = (y != -1).nonzero(as_tuple=True)
+        logits = model.lm_head(h[rows % x.size(0), cols])  # [reply tokens, V]
+    nll = F.cross_entropy(logits.float(), y[rows, cols], reduction="none")
+    return torch.zeros(y.size(0), device=x.device, dtype=torch.float32).index_add_(0, rows, -nll)
+
+
+def compile_blocks(model):
+    """torch.compile each transformer block in place. (Compiling the model object does nothing
+    here: hidden_states calls its blocks directly, never the model's forward.)"""
+    for block in model.model.layers:
+        block.compile(dynamic=True)
 
 
 def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float):
@@ -69,17 +82,17 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float):
 
 
 @torch.no_grad()
-def pair_logps(model, pairs, pad_id, device, batch_size=8, autocast=None):
+def pair_logps(model, pairs, pad_id, device, batch_size=8, autocast=None, shared_prompt=True):
     """log p(chosen), log p(rejected) of every pair -> two [N] fp32 CPU tensors."""
-    from chatforge.posttrain.pairs import pair_batch
+    from chatforge.posttrain.pairs import logp_batch
 
     was = model.training
     model.eval()
     c, r = [], []
     for s in range(0, len(pairs), batch_size):
         chunk = pairs[s:s + batch_size]
-        x, y, _ = pair_batch(chunk, pad_id, device)
-        lp = reply_logps(model, x, y, autocast).cpu()
+        x, y, pos, mask = logp_batch(chunk, pad_id, device, shared_prompt)
+        lp = reply_logps(model, x, y, autocast, pos, mask).cpu()
         c.append(lp[:len(chunk)])
         r.append(lp[len(chunk):])
     model.train(was)
@@ -118,6 +131,7 @@ class DPOConfig:
     seed: int = 0
     resume: bool = False
     compile: bool = False
+    shared_prompt: bool = True     # one row per pair, its prompt read once (pairs.shared_prompt_batch)
 
 
 def run_dpo(cfg: DPOConfig, log=print) -> Path:
@@ -125,7 +139,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     import shutil
 
     from chatforge.model import load_run, save_run
-    from chatforge.posttrain.pairs import pair_batch
+    from chatforge.posttrain.pairs import logp_batch
     from chatforge.posttrain.reward_model import _check_dirs, load_split_pairs
     from chatforge.posttrain.sft import _read_log, step_rows
     from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -157,10 +171,10 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     total = cfg.steps or math.ceil(len(train) / cfg.batch_size)
 
     t = time.time()
-    ref_val = pair_logps(ref_model, val, pad_id, device, cfg.device_batch_size, autocast) if val else None
+    ref_val = pair_logps(ref_model, val, pad_id, device, cfg.device_batch_size, autocast, cfg.shared_prompt) if val else None
     ref_train = None
     if cfg.ref == "precompute":
-        ref_train = pair_logps(ref_model, train, pad_id, device, cfg.device_batch_size, autocast)
+        ref_train = pair_logps(ref_model, train, pad_id, device, cfg.device_batch_size, autocast, cfg.shared_prompt)
         del ref_model  # not needed again: training reads the precomputed numbers
         ref_model = None
     log(f"reference log-probs of {len(val) + (len(train) if ref_train is not None else 0):,} pairs "
@@ -177,10 +191,12 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
         log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
     logger = RunLogger(out, config=meta, resume_step=step if resuming else None)
     policy.train()
-    fwd = torch.compile(policy, dynamic=True) if cfg.compile else policy
+    if cfg.compile:
+        compile_blocks(policy)
 
     def run_eval(at):
-        res = dpo_metrics(*pair_logps(policy, val, pad_id, device, cfg.device_batch_size, autocast), *ref_val, cfg.beta)
+        res = dpo_metrics(*pair_logps(policy, val, pad_id, device, cfg.device_batch_size, autocast, cfg.shared_prompt),
+                          *ref_val, cfg.beta)
         logger.log({"step": at, "kind": "val", **res})
         log(f"step {at:>5}/{total} | held-out preference accuracy {res['val_accuracy']:.1%} | margin "
             f"{res['val_margin']:+.3f} | loss {res['val_loss']:.4f} | chosen log-prob {res['val_logp_chosen_delta']:+.2f}")
@@ -195,13 +211,13 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
         for s in range(0, len(idx), cfg.device_batch_size):
             sel = idx[s:s + cfg.device_batch_size]
             chunk = [train[i] for i in sel]
-            x, y, _ = pair_batch(chunk, pad_id, device)
-            lp = reply_logps(fwd, x, y, autocast)
+            x, y, pos, mask = logp_batch(chunk, pad_id, device, cfg.shared_prompt)
+            lp = reply_logps(policy, x, y, autocast, pos, mask)
             if ref_train is not None:
                 ref_c, ref_r = ref_train[0][sel].to(device), ref_train[1][sel].to(device)
             else:
                 with torch.no_grad():
-                    ref_lp = reply_logps(ref_model, x, y, autocast)
+                    ref_lp = reply_logps(ref_model, x, y, autocast, pos, mask)
                 ref_c, ref_r = ref_lp[:len(chunk)], ref_lp[len(chunk):]
             loss, rc, rr = dpo_loss(lp[:len(chunk)], lp[len(chunk):], ref_c, ref_r, cfg.beta)
             w = len(chunk) / len(idx)

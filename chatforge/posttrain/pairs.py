@@ -287,3 +287,42 @@ def pair_batch(pairs: list[PairIds], pad_id: int, device):
         y[i, start - 1:len(s) - 1] = torch.tensor(s[start:])
     last = torch.tensor([len(s) - 1 for s in seqs])
     return x.to(device), y.to(device), last.to(device)
+
+
+def shared_prompt_batch(pairs: list[PairIds], pad_id: int, device):
+    """B pairs -> (ids [B, L], targets [2B, L], positions [B, L], mask [B, 1, L, L]) with each
+    prompt read once: row i is prompt + chosen + rejected. The rejected reply's positions restart
+    where the prompt ends, and the mask lets its tokens see the prompt and themselves but not the
+    chosen reply, so every token sees exactly what it sees in `pair_batch`'s rows. targets rows
+    0..B-1 hold the chosen reply's tokens at the positions that predict them, rows B..2B-1 the
+    rejected one's (the prompt's last position predicts both first tokens). A pair of a 384-token
+    prompt and two 129-token replies is 642 positions instead of 2 x 513."""
+    import torch
+
+    B = len(pairs)
+    L = max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    x = torch.full((B, L), pad_id, dtype=torch.long)
+    y = torch.full((2 * B, L), -1, dtype=torch.long)
+    pos = torch.zeros((B, L), dtype=torch.long)
+    part = torch.full((B, L), 3, dtype=torch.long)  # 0 prompt, 1 chosen, 2 rejected, 3 padding
+    for i, p in enumerate(pairs):
+        P, C, R = len(p.prompt), len(p.chosen), len(p.rejected)
+        x[i, :P + C + R] = torch.tensor(p.prompt + p.chosen + p.rejected)
+        pos[i, :P + C] = torch.arange(P + C)
+        pos[i, P + C:P + C + R] = torch.arange(P, P + R)
+        part[i, :P], part[i, P:P + C], part[i, P + C:P + C + R] = 0, 1, 2
+        y[i, P - 1:P + C - 1] = torch.tensor(p.chosen)
+        y[B + i, P - 1] = p.rejected[0]
+        y[B + i, P + C:P + C + R - 1] = torch.tensor(p.rejected[1:])
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    mask = causal & ~((part[:, :, None] == 2) & (part[:, None, :] == 1))  # rejected tokens never see chosen ones
+    return x.to(device), y.to(device), pos.to(device), mask[:, None].to(device)
+
+
+def logp_batch(pairs: list[PairIds], pad_id: int, device, shared_prompt: bool = True):
+    """(ids, targets, positions, mask) for dpo.reply_logps: each prompt read once
+    (`shared_prompt_batch`), or one row per side (`pair_batch`; positions and mask None)."""
+    if shared_prompt:
+        return shared_prompt_batch(pairs, pad_id, device)
+    x, y, _ = pair_batch(pairs, pad_id, device)
+    return x, y, None, None

@@ -95,7 +95,8 @@ def _dpo(args):
                       max_seq_len=args.max_seq_len, lr_frac=args.lr_frac, val_frac=args.val_frac,
                       max_val=args.max_val, limit=args.limit, eval_every=args.eval_every,
                       save_every=args.save_every, log_every=args.log_every, device=_device(args.device),
-                      seed=args.seed, resume=args.resume, compile=args.compile))
+                      seed=args.seed, resume=args.resume, compile=args.compile,
+                      shared_prompt=not args.no_shared_prompt))
     return 0
 
 
@@ -143,6 +144,9 @@ def register(sub):
     p.add_argument("--beta", type=float, default=0.1, help="KL strength: reward = beta * log-ratio (default 0.1)")
     p.add_argument("--ref", default="precompute", choices=["precompute", "online"],
                    help="reference log-probs: once before training (default) or every step")
-    p.add_argument("--compile", action="store_true", help="torch.compile the policy (GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the policy's blocks (GPU)")
+    p.add_argument("--no-shared-prompt", action="store_true",
+                   help="one row per side, prompt read twice (TRL's layout); default: one row per pair, its "
+                        "prompt read once and a mask keeping the replies apart (same log-probs, fewer tokens)")
     _common(p, 0.01)
     p.set_defaults(func=_dpo, _parser=p)
