@@ -334,7 +334,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     from chatforge.model import load_run
     from chatforge.model.run_dir import model_state_dict, save_weights
     from chatforge.posttrain.loop import due, is_finished, logged_start, optimizer_step, resume, save_final
-    from chatforge.posttrain.sft import step_rows
+    from chatforge.posttrain.sft import collate, step_rows
     from chatforge.train import distributed as dist
     from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
@@ -453,7 +453,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         if cfg.updates > 1:  # the log-probs the clipped ratio compares against
             with torch.no_grad():
                 for mb in mbs:
-                    x, y = _collate(mb, tok.bos_id, device)
+                    x, y = collate(mb, tok.bos_id, device)
                     with autocast():
                         logits = model(x)
                     lp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y.clamp_min(0),
@@ -463,7 +463,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         loss_sum, grad_norm, ref_lps = 0.0, 0.0, {}
         for u in range(cfg.updates if stats[0] > 0 else 0):  # nothing sampled anywhere: no update
             for j, mb in enumerate(mbs):
-                x, y = _collate(mb, tok.bos_id, device)
+                x, y = collate(mb, tok.bos_id, device)
                 a = torch.tensor([r.advantage for r in mb], device=device)
                 if j not in ref_lps:  # the reference's log-probs: KL is logged always, penalised with --kl
                     with torch.no_grad(), autocast():
@@ -539,20 +539,6 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         f"{last['greedy_acc']:.1%} (n={last['n']}), pass@1 {first.get('pass@1', float('nan')):.1%} -> "
         f"{last['pass@1']:.1%}")
     return out
-
-
-def _collate(rows: list[Rollout], pad_id: int, device):
-    """Right-pad rows -> inputs [B, T], targets [B, T] (-1 on padding and masked positions)."""
-    import torch
-
-    T = max(len(r.targets) for r in rows)
-    x = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    y = torch.full((len(rows), T), -1, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r.targets)
-        x[i, :n] = torch.tensor(r.ids[:-1])
-        y[i, :n] = torch.tensor(r.targets)
-    return x.to(device), y.to(device)
 
 
 def plot_rl(run_dir) -> Path:

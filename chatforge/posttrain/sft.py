@@ -97,7 +97,8 @@ def rows_from_conversations(tokenizer, convs, max_seq_len: int, set_names=None):
 
 
 def collate(rows: list[Row], pad_id: int, device, pad_multiple: int = 1):
-    """Right-pad rows to the longest one -> (inputs [B, T], targets [B, T]) int64 on device."""
+    """Right-pad rows to the longest one -> (inputs [B, T], targets [B, T]) int64 on device.
+    Any rows with `ids` and `targets` will do: rl.py collates its rollouts with it too."""
     import torch
 
     T = max(len(r.targets) for r in rows)
