@@ -135,29 +135,30 @@ class DPOConfig:
 
 
 def run_dpo(cfg: DPOConfig, log=print) -> Path:
-    import contextlib
-    import shutil
-
-    from chatforge.model import load_run, save_run
+    from chatforge.common import default_device
+    from chatforge.model import load_run
+    from chatforge.posttrain.loop import (check_dirs, check_finite, due, is_finished, logged_start, optimizer_step,
+                                          resume, save_final)
     from chatforge.posttrain.pairs import logp_batch
-    from chatforge.posttrain.reward_model import _check_dirs, load_split_pairs
-    from chatforge.posttrain.sft import _read_log, step_rows
-    from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from chatforge.posttrain.reward_model import load_split_pairs
+    from chatforge.posttrain.sft import step_rows
+    from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
     from chatforge.train.progress import RunLogger
     from chatforge.train.schedule import lr_multiplier
+    from chatforge.train.trainer import autocast_for
 
     out, base = Path(cfg.out), Path(cfg.base)
-    _check_dirs(base, out, cfg.resume, "dpo")
+    check_dirs(base, out, cfg.resume)
     if cfg.ref not in ("precompute", "online"):
         raise ChatforgeError(f"--ref {cfg.ref!r}: use precompute or online")
     if cfg.beta <= 0:
         raise ChatforgeError("--beta must be > 0")
-    if (out / "config.json").exists() and "val_after" in json.loads((out / "config.json").read_text()):
+    if is_finished(out):
         log(f"{out} is a finished DPO run; nothing to do")
         return out
     resuming = cfg.resume and has_checkpoint(out)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(cfg.device or default_device())
     torch.manual_seed(cfg.seed)
     policy, tokenizer, base_config = load_run(base, device=device)
     if tokenizer is None:
@@ -165,7 +166,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     ref_model = load_run(base, device=device)[0].requires_grad_(False)
     max_len = min(cfg.max_seq_len or policy.config.seq_len, policy.config.seq_len)
     pad_id = tokenizer.bos_id
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    autocast = autocast_for(device)
     train, val, stats = load_split_pairs(cfg.pairs, tokenizer, max_len, cfg.val_frac, cfg.max_val, cfg.seed,
                                          cfg.limit, None, log)
     total = cfg.steps or math.ceil(len(train) / cfg.batch_size)
@@ -185,10 +186,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     meta = dict(kind="dpo", base=str(base), base_step=base_config.get("step"), pairs=str(cfg.pairs),
                 dpo={**asdict(cfg)}, max_seq_len=max_len, total_steps=total, pair_stats=dict(stats),
                 n_train_pairs=len(train), n_val_pairs=len(val))
-    step = 0
-    if resuming:
-        step = load_checkpoint(out, policy, optimizers)["step"]
-        log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
+    step = resume(out, policy, optimizers, total, log) if resuming else 0
     logger = RunLogger(out, config=meta, resume_step=step if resuming else None)
     policy.train()
     if cfg.compile:
@@ -224,13 +222,9 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
             (loss * w).backward()
             sums += torch.tensor([loss.item(), float((rc > rr).float().mean()), float((rc - rr).mean()),
                                   float(rc.mean())], dtype=torch.float64) * w
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
-        for opt in optimizers:
-            opt.step()
-        policy.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(policy, optimizers, grad_clip=1.0)
         step += 1
-        if not math.isfinite(float(sums[0])):
-            raise ChatforgeError(f"loss became {float(sums[0])} at step {step}; lower --lr-frac or --beta")
+        check_finite(float(sums[0]), step, "lower --lr-frac or --beta")
         if step % cfg.log_every == 0 or step == total:
             rec = {"step": step, "kind": "train", "loss": float(sums[0]), "rewards/accuracies": float(sums[1]),
                    "rewards/margins": float(sums[2]), "rewards/chosen": float(sums[3]), "grad_norm": grad_norm,
@@ -238,16 +232,15 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
             logger.log(rec)
             log(f"step {step:>5}/{total} | loss {rec['loss']:.4f} | batch accuracy {sums[1]:.0%} | margin "
                 f"{sums[2]:+.3f} | {time.time() - t0:.0f}s")
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total and val:
+        if due(cfg.eval_every, step, total) and val:
             run_eval(step)
-        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+        if due(cfg.save_every, step, total):
             save_checkpoint(out, policy, optimizers, step=step, loader_state=data_state,
                             tokenizer=base / "tokenizer", run_config=meta)
     last = run_eval(step) if val else {}
-    if first is None:
-        first = next((r for r in _read_log(out / "log.jsonl") if r.get("step") == 0 and r.get("kind") == "val"), {})
-    save_run(out, policy, base / "tokenizer", step=step, **meta, val_before=first, val_after=last)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if first is None:  # resumed: the start-of-run evaluation is in the log
+        first = logged_start(out)
+    save_final(out, policy, base, step, meta, val_before=first, val_after=last)
     logger.close()
     log(f"DPO run written to {out}: held-out preference accuracy {last.get('val_accuracy', float('nan')):.1%} "
         f"(chance 50%), margin {last.get('val_margin', float('nan')):+.3f}")

@@ -157,24 +157,25 @@ def load_split_pairs(path, tokenizer, max_len, val_frac, max_val, seed, limit=No
 
 
 def run_rm(cfg: RMConfig, log=print) -> Path:
-    import contextlib
-    import shutil
-
-    from chatforge.model import load_run, save_run
+    from chatforge.common import default_device
+    from chatforge.model import load_run
+    from chatforge.posttrain.loop import (check_dirs, check_finite, due, is_finished, logged_start, optimizer_step,
+                                          resume, save_final)
     from chatforge.posttrain.pairs import pair_batch
-    from chatforge.posttrain.sft import _read_log, step_rows
-    from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from chatforge.posttrain.sft import step_rows
+    from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
     from chatforge.train.progress import RunLogger
     from chatforge.train.schedule import lr_multiplier
+    from chatforge.train.trainer import autocast_for
 
     out, base = Path(cfg.out), Path(cfg.base)
-    _check_dirs(base, out, cfg.resume, "rm")
-    if (out / "config.json").exists() and "val_after" in json.loads((out / "config.json").read_text()):
+    check_dirs(base, out, cfg.resume)
+    if is_finished(out):
         log(f"{out} is a finished reward model; nothing to do")
         return out
     resuming = cfg.resume and has_checkpoint(out)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(cfg.device or default_device())
     torch.manual_seed(cfg.seed)
     gpt, tokenizer, base_config = load_run(base, device=device)
     if tokenizer is None:
@@ -183,7 +184,7 @@ def run_rm(cfg: RMConfig, log=print) -> Path:
     del gpt
     max_len = min(cfg.max_seq_len or rm.config.seq_len, rm.config.seq_len)
     pad_id = tokenizer.bos_id
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    autocast = autocast_for(device)
     train, val, stats = load_split_pairs(cfg.pairs, tokenizer, max_len, cfg.val_frac, cfg.max_val, cfg.seed,
                                          cfg.limit, cfg.half, log)
     total = cfg.steps or math.ceil(len(train) / cfg.batch_size)
@@ -193,10 +194,7 @@ def run_rm(cfg: RMConfig, log=print) -> Path:
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train": len(train)}
     meta = dict(kind="rm", base=str(base), pairs=str(cfg.pairs), rm={**asdict(cfg)}, max_seq_len=max_len,
                 total_steps=total, pair_stats=dict(stats), n_train_pairs=len(train), n_val_pairs=len(val))
-    step = 0
-    if resuming:
-        step = load_checkpoint(out, rm, optimizers)["step"]
-        log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
+    step = resume(out, rm, optimizers, total, log) if resuming else 0
     logger = RunLogger(out, config=meta, resume_step=step if resuming else None)
 
     def run_eval(at):
@@ -222,39 +220,25 @@ def run_rm(cfg: RMConfig, log=print) -> Path:
             (loss * len(chunk) / len(idx)).backward()
             loss_sum += loss.item() * len(chunk) / len(idx)
             acc += float((rc > rr).float().sum()) / len(idx)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0))
-        for opt in optimizers:
-            opt.step()
-        rm.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(rm, optimizers, grad_clip=1.0)
         step += 1
-        if not math.isfinite(loss_sum):
-            raise ChatforgeError(f"loss became {loss_sum} at step {step}; lower --lr-frac")
+        check_finite(loss_sum, step, "lower --lr-frac")
         if step % cfg.log_every == 0 or step == total:
             logger.log({"step": step, "kind": "train", "loss": loss_sum, "accuracy": acc, "grad_norm": grad_norm})
             log(f"step {step:>5}/{total} | loss {loss_sum:.4f} | batch accuracy {acc:.0%} | {time.time() - t0:.0f}s")
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total and val:
+        if due(cfg.eval_every, step, total) and val:
             run_eval(step)
-        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+        if due(cfg.save_every, step, total):
             save_checkpoint(out, rm, optimizers, step=step, loader_state=data_state, tokenizer=base / "tokenizer",
                             run_config=meta)
     last = run_eval(step) if val else {}
-    if first is None:
-        first = next((r for r in _read_log(out / "log.jsonl") if r.get("step") == 0 and r.get("kind") == "val"), {})
-    save_run(out, rm, base / "tokenizer", step=step, **meta, val_before=first, val_after=last)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if first is None:  # resumed: the start-of-run evaluation is in the log
+        first = logged_start(out)
+    save_final(out, rm, base, step, meta, val_before=first, val_after=last)
     logger.close()
     log(f"reward model written to {out}: held-out pair accuracy {first.get('val_accuracy', float('nan')):.1%} -> "
         f"{last.get('val_accuracy', float('nan')):.1%} (chance 50%)")
     return out
-
-
-def _check_dirs(base: Path, out: Path, resume: bool, kind: str):
-    if not (base / "config.json").exists():
-        raise ChatforgeError(f"--base {base} is not a run directory; train one with `chatforge train` / `chatforge sft`")
-    if out.resolve() == base.resolve():
-        raise ChatforgeError("--out must differ from --base (the base run stays untouched)")
-    if (out / "config.json").exists() and not resume:
-        raise ChatforgeError(f"{out} already holds a run; pick another --out, delete it, or pass --resume")
 
 
 # ---------------------------------------------------------------------------------------------

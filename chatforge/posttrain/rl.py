@@ -326,19 +326,20 @@ def _check_config(cfg: RLConfig) -> None:
 
 
 def run_rl(cfg: RLConfig, log=print) -> Path:
-    import contextlib
     import shutil
 
     import torch
 
     from chatforge.infer.engine import Engine
-    from chatforge.model import load_run, save_run
+    from chatforge.model import load_run
     from chatforge.model.run_dir import model_state_dict, save_weights
-    from chatforge.posttrain.sft import step_rows
+    from chatforge.posttrain.loop import due, is_finished, logged_start, optimizer_step, resume, save_final
+    from chatforge.posttrain.sft import collate, step_rows
     from chatforge.train import distributed as dist
-    from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
     from chatforge.train.progress import RunLogger, fmt_duration
+    from chatforge.train.trainer import autocast_for
 
     # --- everything a user can get wrong, before any work --------------------------------------
     _check_config(cfg)
@@ -348,8 +349,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         raise ChatforgeError(f"--base {base} is not a run directory; make a chat model with `chatforge sft` first")
     if out.resolve() == base.resolve():
         raise ChatforgeError("--out must differ from --base (the base run stays untouched)")
-    finished = (out / "config.json").exists() and "heldout_after" in json.loads((out / "config.json").read_text())
-    if finished and cfg.resume:
+    if is_finished(out, "heldout_after") and cfg.resume:
         shutil.rmtree(out / "checkpoint", ignore_errors=True)
         log(f"{out} is a finished RL run; nothing to resume")
         return out
@@ -376,7 +376,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         engine_model.to(torch.bfloat16)
     engine = Engine(engine_model, tok, tools=rollout_tools() if cfg.tools else None)
     ref = copy.deepcopy(model).eval().requires_grad_(False)  # the starting model, for KL
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    autocast = autocast_for(device)
     heldout = task.heldout(cfg.eval_problems)
     fits = [p for p in heldout if prompt_ids(engine, p, cfg.eval_max_new_tokens or cfg.max_new_tokens)]
     if len(fits) < len(heldout):
@@ -390,13 +390,9 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                 task=task.name, rl={k: v for k, v in asdict(cfg).items() if k != "on_eval"})
     step = 0
     if resuming:
-        state = load_checkpoint(out, model, optimizers)
-        if state["loader"] != data_state:
-            raise ChatforgeError(f"{out}: the checkpoint was made with other settings ({state['loader']}); "
-                                 "resume with the same --task, --seed, --prompts and --group")
-        step = state["step"]
+        step = resume(out, model, optimizers, cfg.steps, log, data_state, settings="settings",
+                      flags="--task, --seed, --prompts and --group")
         sync_engine_weights(model, engine)
-        log(f"resumed from {out / 'checkpoint'} at step {step}/{cfg.steps}")
     logger = RunLogger(out, enabled=info.is_main, config=meta, resume_step=step if resuming else None)
 
     def run_eval(at_step) -> dict:
@@ -457,7 +453,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         if cfg.updates > 1:  # the log-probs the clipped ratio compares against
             with torch.no_grad():
                 for mb in mbs:
-                    x, y = _collate(mb, tok.bos_id, device)
+                    x, y = collate(mb, tok.bos_id, device)
                     with autocast():
                         logits = model(x)
                     lp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y.clamp_min(0),
@@ -467,7 +463,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         loss_sum, grad_norm, ref_lps = 0.0, 0.0, {}
         for u in range(cfg.updates if stats[0] > 0 else 0):  # nothing sampled anywhere: no update
             for j, mb in enumerate(mbs):
-                x, y = _collate(mb, tok.bos_id, device)
+                x, y = collate(mb, tok.bos_id, device)
                 a = torch.tensor([r.advantage for r in mb], device=device)
                 if j not in ref_lps:  # the reference's log-probs: KL is logged always, penalised with --kl
                     with torch.no_grad(), autocast():
@@ -490,10 +486,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
             if world > 1:
                 for p in model.parameters():  # a rank with nothing to train on still joins every reduce
                     p.grad = dist.all_reduce_sum(p.grad if p.grad is not None else torch.zeros_like(p)) / world
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip else 0.0
-            for opt in optimizers:
-                opt.step()
-            model.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(model, optimizers, cfg.grad_clip)
         sync_engine_weights(model, engine)
         if world > 1:
             stats[9:] = dist.all_reduce_sum(stats[9:].to(device)).cpu()
@@ -517,13 +510,13 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                 f"{rec['response_len']:.0f} | tools {rec['tool_call_rate']:.0%} | H {rec['entropy']:.2f} | "
                 f"KL {rec['kl']:.4f} | rollout {t_roll:.1f}s train {t_train:.1f}s | {fmt_duration(elapsed)} elapsed, "
                 f"ETA {fmt_duration(elapsed / max(1, step - step0) * (cfg.steps - step))}")
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+        if due(cfg.eval_every, step, cfg.steps):
             ev = run_eval(step)
             if cfg.on_eval is not None and cfg.on_eval(step, ev):
                 log(f"stopped at step {step} by the on_eval hook")
                 stop = True
                 continue
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+        if due(cfg.save_every, step, cfg.steps):
             save_checkpoint(out, model, optimizers, step=step, loader_state=data_state,
                             tokenizer=base / "tokenizer", is_main=info.is_main, run_config=meta)
 
@@ -531,12 +524,11 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     if cfg.on_eval is not None and not stop:
         cfg.on_eval(step, last)
     if first is None:  # resumed: the start-of-run evaluation is in the log
-        first = next((r for r in _read_log(out / "log.jsonl") if r.get("kind") == "eval" and r.get("step") == 0), {})
+        first = logged_start(out, kind="eval")
     keys = ("greedy_acc", "n", "correct", "ci95", "pass@1", f"pass@{cfg.pass_k}", "k")
+    save_final(out, model, base, step, meta, info.is_main,
+               heldout_before={k: first.get(k) for k in keys}, heldout_after={k: last.get(k) for k in keys})
     if info.is_main:
-        save_run(out, model, base / "tokenizer", step=step, **meta,
-                 heldout_before={k: first.get(k) for k in keys}, heldout_after={k: last.get(k) for k in keys})
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
         try:
             plot_rl(out)
         except Exception as e:  # a missing plotting backend must not lose a finished run
@@ -549,26 +541,6 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     return out
 
 
-def _collate(rows: list[Rollout], pad_id: int, device):
-    """Right-pad rows -> inputs [B, T], targets [B, T] (-1 on padding and masked positions)."""
-    import torch
-
-    T = max(len(r.targets) for r in rows)
-    x = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    y = torch.full((len(rows), T), -1, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r.targets)
-        x[i, :n] = torch.tensor(r.ids[:-1])
-        y[i, :n] = torch.tensor(r.targets)
-    return x.to(device), y.to(device)
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def plot_rl(run_dir) -> Path:
     """RUN/rl.png: reward mean ± std, held-out pass@1 / pass@k / greedy, response length,
     tool-call rate, entropy and KL per step."""
@@ -578,9 +550,10 @@ def plot_rl(run_dir) -> Path:
     import matplotlib.pyplot as plt
 
     from chatforge.common import atomic_path
+    from chatforge.eval.report import read_log
 
     run_dir = Path(run_dir)
-    recs = _read_log(run_dir / "log.jsonl")
+    recs = read_log(run_dir / "log.jsonl")
     tr = [r for r in recs if r.get("kind") == "train"]
     ev = [r for r in recs if r.get("kind") == "eval"]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))

@@ -22,7 +22,6 @@ How a step works (nanochat's chat_sft, made explicit):
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -98,7 +97,8 @@ def rows_from_conversations(tokenizer, convs, max_seq_len: int, set_names=None):
 
 
 def collate(rows: list[Row], pad_id: int, device, pad_multiple: int = 1):
-    """Right-pad rows to the longest one -> (inputs [B, T], targets [B, T]) int64 on device."""
+    """Right-pad rows to the longest one -> (inputs [B, T], targets [B, T]) int64 on device.
+    Any rows with `ids` and `targets` will do: rl.py collates its rollouts with it too."""
     import torch
 
     T = max(len(r.targets) for r in rows)
@@ -226,19 +226,20 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
 
     import torch
 
-    from chatforge.model import load_run, save_run
+    from chatforge.model import load_run
+    from chatforge.posttrain.loop import check_finite, due, is_finished, logged_start, optimizer_step, resume, save_final
     from chatforge.train import distributed as dist
-    from chatforge.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
     from chatforge.train.optim import build_optimizers, set_lr
     from chatforge.train.progress import RunLogger, Throughput, progress_line
+    from chatforge.train.trainer import autocast_for
 
     out, base = Path(cfg.out), Path(cfg.base)
     if not (base / "config.json").exists():
         raise ChatforgeError(f"--base {base} is not a run directory; train a base model with `chatforge train` first")
     if out.resolve() == base.resolve():
         raise ChatforgeError("--out must differ from --base (the base run stays untouched)")
-    finished = (out / "config.json").exists() and "val_after" in json.loads((out / "config.json").read_text())
-    if finished and cfg.resume:  # e.g. killed after the final save, before the checkpoint was removed
+    if is_finished(out) and cfg.resume:  # e.g. killed after the final save, before the checkpoint was removed
         shutil.rmtree(out / "checkpoint", ignore_errors=True)
         log(f"{out} is a finished SFT run; nothing to resume")
         return out
@@ -265,7 +266,7 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
     model.train()
     max_seq_len = min(cfg.max_seq_len or model.config.seq_len, model.config.seq_len)
     pad_id = tokenizer.bos_id  # any id works: its targets are -1 and it sits after the real tokens
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    autocast = autocast_for(device)
 
     train_rows, val_rows, data, spec = prepare_data(cfg, tokenizer, max_seq_len, log)
     total = cfg.steps or math.ceil(len(train_rows) / cfg.batch_size)
@@ -278,12 +279,7 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
 
     step = 0
     if resuming:
-        state = load_checkpoint(out, model, optimizers)
-        if state["loader"] != data_state:
-            raise ChatforgeError(f"{out}: the checkpoint was made with other data settings ({state['loader']}); "
-                                 "resume with the same --mix, --batch-size, --seed and context")
-        step = state["step"]
-        log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
+        step = resume(out, model, optimizers, total, log, data_state, flags="--mix, --batch-size, --seed and context")
     elif cfg.resume:
         log(f"--resume: no checkpoint in {out}, starting from the base model")
     logger = RunLogger(out, enabled=info.is_main, config=meta, resume_step=step if resuming else None)
@@ -324,13 +320,9 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
             stats = dist.all_reduce_sum(stats.to(device)).cpu()
         step_loss = float(stats[0])
         tok_since += int(stats[1])
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip else 0.0
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(model, optimizers, cfg.grad_clip)
         step += 1
-        if not math.isfinite(step_loss):
-            raise ChatforgeError(f"loss became {step_loss} at step {step}; lower --lr-frac or check the data")
+        check_finite(step_loss, step, "lower --lr-frac or check the data")
         loss_since, n_since = loss_since + step_loss, n_since + 1
         if step % cfg.log_every == 0 or step == total:
             tok_s, mfu = thr.update(tok_since)
@@ -341,19 +333,17 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
             log(progress_line(step, total, rec["loss"], lrm, tok_s, mfu, elapsed,
                               elapsed / max(1, step - step0) * (total - step)))
             tok_since, loss_since, n_since = 0, 0.0, 0
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total and val_rows:
+        if due(cfg.eval_every, step, total) and val_rows:
             run_eval(step)
-        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+        if due(cfg.save_every, step, total):
             save_checkpoint(out, model, optimizers, step=step, loader_state=data_state,
                             tokenizer=base / "tokenizer", is_main=info.is_main, run_config=meta)
 
     last_val = run_eval(step) if val_rows else {}
     if first_val is None:  # resumed: the start-of-run value is in the log
-        first_val = next((r for r in _read_log(out / "log.jsonl") if r.get("step") == 0 and "val_loss" in r), {})
+        first_val = logged_start(out)
     vals = lambda r: {k: v for k, v in r.items() if k.startswith("val")}  # noqa: E731
-    if info.is_main:
-        save_run(out, model, base / "tokenizer", step=step, **meta, val_before=vals(first_val), val_after=vals(last_val))
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)  # finished: the optimizer state is not needed
+    save_final(out, model, base, step, meta, info.is_main, val_before=vals(first_val), val_after=vals(last_val))
     logger.close()
     # DDP's reducer goes before its process group, as in `chatforge train` (whose wrapper is gone
     # by the time it tears down): a gloo rank was seen to abort at exit with a live reducer
@@ -367,9 +357,3 @@ def run_sft(cfg: SFTConfig, log=print) -> Path:
 
         run_probes(out, device=str(device), log=log)
     return out
-
-
-def _read_log(path: Path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

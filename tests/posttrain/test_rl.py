@@ -10,6 +10,7 @@ import torch
 from chatforge.common import ChatforgeError
 from chatforge.infer.engine import Completion, Engine, SamplingParams
 from chatforge.posttrain import rl as rl_mod
+from chatforge.posttrain.sft import collate
 from chatforge.posttrain.tasks import ArithmeticTask, get_task, is_heldout, verify_number
 
 from ..infer.test_engine import ScriptedModel  # writes a python call, then text after the forced output
@@ -71,7 +72,7 @@ def test_loss_mask_prompt_and_tool_output_get_no_gradient(tiny_tokenizer, tiny_m
     assert row.n_loss == nb + len(after)
 
     # the gradient of the loss reaches exactly the trained positions
-    x, y = rl_mod._collate([row], tok.bos_id, "cpu")
+    x, y = collate([row], tok.bos_id, "cpu")
     logits = torch.randn(1, x.shape[1], tok.vocab_size, requires_grad=True)
     per_tok, _, stats = rl_mod.token_loss(logits, y, torch.tensor([1.0]), ref_logp=torch.zeros(y.shape))
     per_tok.sum().backward()
