@@ -71,7 +71,7 @@ PRESETS = {
     "cpu-tiny": Preset(
         name="cpu-tiny",
         description="2 CPU cores, offline, <= 15 min: d3 model (2.9M parameters), 1.3M tokens of real text",
-        model="d3", seq_len=512, train_tokens=1_300_000, batch_tokens=8192,  # 1.5M: 16.0 min in all, 1.3M: 12.1 and 9.0 (two idle runs, 2026-12-02)
+        model="d3", seq_len=512, train_tokens=1_300_000, batch_tokens=8192,  # 1.5M: 16.0 min in all, 1.3M: 12.1 and 9.0 (idle, 2026-12-02), 7.9 (idle, 2026-12-03)
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=100, sft_batch_size=8, sft_extra=("--eval-every", "0"),
         rl_steps=12, rl_extra=("--max-new-tokens", "32", "--eval-every", "6", "--eval-problems", "100", "--pass-k", "2",
