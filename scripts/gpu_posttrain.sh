@@ -49,9 +49,9 @@ for half in 0 1; do
   name=$([ $half = 0 ] && echo rm || echo judge)
   if [ ! -f "$RUN/$name/model.safetensors" ]; then
     need 90
-    resume=""; [ -d "$RUN/$name/checkpoint" ] && resume="--resume"
+    rm -rf "${RUN:?}/$name"  # a stopped reward model starts over: its resume fails (lm_head has no optimizer state)
     capped $PY -m chatforge rm --base "$RUN/sft" --pairs hh-rlhf --half $half --out "$RUN/$name" --batch-size 32 \
-      --eval-every 25 --save-every 25 $resume
+      --eval-every 25 --save-every 25
   fi
 done
 
