@@ -11,7 +11,7 @@ from chatforge.common import ChatforgeError
 from chatforge.infer.engine import Completion, Engine, SamplingParams
 from chatforge.posttrain import rl as rl_mod
 from chatforge.posttrain.sft import collate
-from chatforge.posttrain.tasks import ArithmeticTask, get_task, is_heldout, verify_number
+from chatforge.posttrain.tasks import get_task, is_heldout, verify_number
 
 from ..infer.test_engine import ScriptedModel  # writes a python call, then text after the forced output
 
