@@ -55,9 +55,46 @@ def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (argmax ids [B], [2, B] float32 rows of (id, its log-prob)): what the engine needs from a
     greedy step, made on the device so that it is one small device->host copy (ids are exact in
     float32 far beyond any vocabulary)."""
-    ids = logits.argmax(-1)
+    return _picked(logits, logits.argmax(-1))
+
+
+def sample_pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like greedy_pick, but one sample per row from logits / temperature restricted to the top_k
+    most likely tokens and the top_p nucleus; the log-prob is under the unmodified distribution.
+    The same draw as the engine's per-row sampler (an exponential race over the candidates), with
+    the settings fixed per call, so the whole pick can live inside a captured CUDA graph: a batch
+    whose rows share their settings (RL rollouts, evaluation) launches no sampling kernels."""
+    V = logits.shape[-1]
+    x = torch.log_softmax(logits.float() / max(temperature, 1e-5), -1)
+    k = min(top_k or V, V)
+    idx = None
+    if k < V or (top_p is not None and top_p < 1.0):
+        x, idx = torch.topk(x, k, dim=-1)  # sorted: the top-p nucleus is a prefix of it
+        if top_p is not None and top_p < 1.0:
+            probs = x.exp()
+            x = x.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
+    probs = x.softmax(-1)
+    drawn = (probs / torch.rand_like(probs).log_().neg_()).argmax(-1)  # argmax p_i / E_i ~ p
+    if idx is not None:
+        drawn = idx.gather(1, drawn[:, None]).squeeze(1)
+    return _picked(logits, drawn)
+
+
+def _picked(logits, ids):
     lp = torch.log_softmax(logits.float(), -1).gather(1, ids[:, None]).squeeze(1)
     return ids, torch.stack([ids.to(lp.dtype), lp])
+
+
+def pick_fn(pick):
+    """`pick` of StaticDecoder.step -> the function that picks, or None. True / "greedy": argmax;
+    ("sample", temperature, top_k, top_p): sample_pick with those settings."""
+    if not pick:
+        return None
+    if pick is True or pick == "greedy":
+        return greedy_pick
+    _, t, k, p = pick
+    return lambda logits: sample_pick(logits, t, k, p)
 
 
 class ModelDecoder:
@@ -223,10 +260,11 @@ class StaticDecoder:
         self.rows = r0 + m
         return logits
 
-    def step(self, tokens: torch.Tensor, pick: bool = False) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, pick=False) -> torch.Tensor:
         """Logits [B, V] for one new token per row. pick=True (an all-greedy batch) also leaves the
         argmax and its log-prob in `self.picked`, computed inside the CUDA graph: no sampling
-        kernels to launch from the host per token."""
+        kernels to launch from the host per token. pick=("sample", temperature, top_k, top_p)
+        (rows that share those settings) leaves a sample there instead (`sample_pick`)."""
         B = self.rows
         # fixed shapes: decode a power-of-two number of rows (the spare ones are free rows, their
         # output dropped), so a server whose batch moves between 1 and 32 needs 6 graphs/compiles
@@ -239,7 +277,7 @@ class StaticDecoder:
         self.pos_t.fill_(self.pos)
         if not self.use_graphs:
             logits = self._run_step(tokens, length)
-            picked = greedy_pick(logits) if pick else None
+            picked = pick_fn(pick)(logits) if pick else None
         else:
             g = self.graphs.get((Bp, length, pick))
             if g is None:
@@ -265,21 +303,24 @@ class StaticDecoder:
             self._step_fn = self._forward
             return self._forward(tokens, self.pos_t, length)
 
-    def _capture(self, B: int, length: int, pick: bool = False):
+    def _capture(self, B: int, length: int, pick=False):
         static_in = torch.zeros(B, 1, dtype=torch.long, device=self.device)
+        picker = pick_fn(pick)
         # the warm-up runs write into the cache at pos: harmless, the real step rewrites that slot
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
                 out = self._run_step(static_in, length)
-                if pick:
-                    greedy_pick(out)
+                if picker:
+                    picker(out)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
+        # random draws inside the graph (sample_pick) advance the default CUDA generator's offset
+        # at every replay: each step gets fresh noise
         with torch.cuda.graph(graph, pool=self.pool):
             static_out = self._step_fn(static_in, self.pos_t, length)
-            static_pick = greedy_pick(static_out) if pick else None
+            static_pick = picker(static_out) if picker else None
         return graph, static_in, static_out, static_pick
 
     def select(self, index: torch.Tensor) -> None:

@@ -42,6 +42,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()           # stop strings (not included in the output)
     stop_token_ids: tuple[int, ...] | None = None  # None: <|assistant_end|>, <|bos|> and turn starts
     use_tools: bool = True
+    # False: decode the reply's text once at the end rather than after every token (no text deltas
+    # while it runs; ignored when there are stop strings, which need the text). For callers that
+    # only want finished completions, such as RL rollouts: the per-token decoding is host work
+    # done for every row at every step
+    stream_text: bool = True
 
     def validate(self) -> None:
         if not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
@@ -130,6 +135,7 @@ class _Row:
         self.part_ckpt = 0                   # part_ids[:part_ckpt] decode cleanly to part_done
         self.part_done = ""
         self.finish: str | None = None
+        self.lazy = not p.stream_text and not p.stop  # text decoded at the end only
 
 
 class Engine:
@@ -270,7 +276,7 @@ class Engine:
             dec.select(index)
             logits = logits.index_select(0, index)
 
-        picked = None  # the decoder's own greedy pick for `logits` (all-greedy steps), else None
+        picked = None  # the decoder's own pick for `logits` (see _pick_mode), else None
         while rows:
             events, nxt, nxt_dev = self._step_tokens(rows, logits, picked)
             finished = [j for j, row in enumerate(rows) if row.finish]
@@ -298,9 +304,26 @@ class Engine:
                     rows, nxt, nxt_dev = rows + new_rows, nxt + new_nxt, None
                     yield new_events
             # the sampled ids are already on the device unless a row took a forced token or left
-            pick = all(r.req.params.temperature == 0 for r in rows)
+            pick = self._pick_mode(rows, dec)
             logits = dec.step(nxt_dev if nxt_dev is not None else torch.tensor(nxt, dtype=torch.long).to(dev), pick=pick)
             picked = dec.picked if pick else None
+
+    @staticmethod
+    def _pick_mode(rows: list[_Row], dec):
+        """What the decoder should pick inside its step: True for an all-greedy batch; on CUDA
+        graphs, ("sample", temperature, top_k, top_p) when every row samples with the same settings
+        and none is seeded (a seeded row draws from its own generator); else False (the engine
+        samples from the logits, `_sample_rows`)."""
+        params = [r.req.params for r in rows]
+        if all(p.temperature == 0 for p in params):
+            return True
+        if not getattr(dec, "use_graphs", False):
+            return False
+        first = params[0]
+        mode = (first.temperature, first.top_k, first.top_p)
+        if any(r.generator is not None or (p.temperature, p.top_k, p.top_p) != mode for r, p in zip(rows, params)):
+            return False
+        return ("sample", *mode)
 
     def _join(self, dec, requests: list[Request]):
         """Prefill late requests into free decoder rows, left-padded to the batch position."""
@@ -335,7 +358,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------
     def _step_tokens(self, rows: list[_Row], logits: torch.Tensor, picked=None):
         """Pick every row's next token (forced, or sampled from `logits`) and update its state.
-        `picked`: the decoder's greedy pick for these logits (all rows greedy), else None.
+        `picked`: the decoder's own pick for these logits (`_pick_mode`), else None.
         -> (events, next ids, the same ids as a device tensor or None when some row's differ)"""
         if picked is not None:
             sampled_dev, both = picked[0], picked[1].cpu()  # the one device->host copy of the step
@@ -374,6 +397,8 @@ class Engine:
                     self._finish(row, "stop", ev)
                 return
             row.call_ids.append(tok)
+            if row.lazy:
+                return
             code = self.tok.decode(row.call_ids)
             if not code.endswith("\ufffd"):
                 ev.parts.append((row.tool.name, code[row.call_emitted:]))
@@ -389,7 +414,8 @@ class Engine:
         if self.tok.is_special(tok):
             return  # stray special token (e.g. a tool token with tools off): not text
         row.part_ids.append(tok)
-        self._flush_text(row, ev, final=False)
+        if not row.lazy:
+            self._flush_text(row, ev, final=False)
 
     def _run_tool(self, row: _Row, ev: Event) -> None:
         tool, code = row.tool, self.tok.decode(row.call_ids)
@@ -455,7 +481,8 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
         prm = torch.tensor([temps_l, ks, ps], device=dev)  # one host->device copy
         x = torch.log_softmax(logits / prm[0].clamp_min(1e-5)[:, None], -1)
         kmax, idx = max(ks), None
-        if kmax < V or min(ps) < 1.0:
+        if min(ks) < V or min(ps) < 1.0:  # some row cuts (min, not max: a row without top-k must
+            # not switch off another row's cut; then the candidates are the whole vocab, sorted)
             # candidates = the kmax most likely (sorted), not a sort of the whole vocab: the top-k
             # cut and the top-p nucleus (over the full distribution) both keep a prefix of it
             x, idx = torch.topk(x, kmax, dim=-1)

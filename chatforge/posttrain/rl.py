@@ -261,7 +261,7 @@ def generate(engine, prompts: list[list[int]], n: int, max_tokens: int, temperat
     for s in range(0, len(prompts), per_call):
         reqs = [Request(p, SamplingParams(max_tokens=max_tokens, temperature=temperature,
                                           top_k=top_k if temperature > 0 else None, use_tools=tools,
-                                          stop_token_ids=stop_token_ids), n)
+                                          stop_token_ids=stop_token_ids, stream_text=False), n)
                 for p in prompts[s:s + per_call]]
         done = engine.run_to_completion(reqs)
         out += [done[r.id] for r in reqs]

@@ -187,3 +187,58 @@ def test_streamed_text_is_exact_across_split_utf8(tiny_model, tiny_tokenizer):
     for events in eng.generate([Request([tok.bos_id, 5], SamplingParams(temperature=0))]):
         deltas += [t for ev in events for k, t in ev.parts]
     assert "".join(deltas) == text and all("\ufffd" not in d for d in deltas)
+
+
+@pytest.mark.parametrize("with_tool", [False, True])
+def test_text_decoded_at_the_end_equals_streamed(tiny_model, tiny_tokenizer, with_tool):
+    """stream_text=False (RL rollouts) decodes the reply once at the end: same ids, log-probs, parts
+    and finish as streaming, but no text deltas while the rows run."""
+    tok = tiny_tokenizer
+    sid = tok.special_id
+    text = "naïve café — 日本語 😀 done. "
+    before = tok.encode(text) + ([sid("python_start")] + tok.encode("print(6*7)") + [sid("python_end")] if with_tool
+                                 else [sid("assistant_end")])
+    after = tok.encode(" So 42.") + [sid("assistant_end")]
+    got = {}
+    for stream in (True, False):
+        eng = Engine(ScriptedModel(tiny_model, before, after, sid("output_end")), tok, default_tools())
+        req = Request([tok.bos_id, 5], SamplingParams(temperature=0, stream_text=stream))
+        deltas = [ev.parts for events in eng.generate([req]) for ev in events if ev.parts]
+        got[stream] = eng.complete([tok.bos_id, 5], req.params)[0], len(deltas)
+    (a, n_stream), (b, n_lazy) = got[True], got[False]
+    assert (b.token_ids, b.parts, b.finish_reason) == (a.token_ids, a.parts, a.finish_reason)
+    assert b.logprobs == pytest.approx(a.logprobs)
+    assert b.parts[0] == {"type": "text", "text": text}
+    assert n_lazy == (3 if with_tool else 1) < n_stream  # text, call + its output, text: one event each
+
+
+def test_stop_strings_still_stop_without_streamed_text(tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    script = tok.encode("alpha beta gamma delta") + [tok.special_id("assistant_end")]
+    eng = Engine(ScriptedModel(tiny_model, script, [], tok.special_id("output_end")), tok)
+    c = eng.complete([tok.bos_id, 5], SamplingParams(temperature=0, stop=(" gamma",), stream_text=False))[0]
+    assert c.text == "alpha beta" and c.finish_reason == "stop"
+
+
+@pytest.mark.gpu
+def test_rows_sharing_their_settings_sample_inside_the_cuda_graph(tiny_model, tiny_tokenizer):
+    """On a GPU, rows that sample with the same settings draw inside the captured step: fresh noise
+    at every replay, tokens within each step's top-k, log-probs those of the model."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    import copy
+
+    model = copy.deepcopy(tiny_model).cuda()
+    eng = Engine(model, tiny_tokenizer)
+    p = prompts(tiny_tokenizer)[1]
+    torch.manual_seed(0)
+    outs = eng.complete(p, SamplingParams(max_tokens=24, temperature=1.0, top_k=5, **NO_STOPS), n=16)
+    assert any(key[2] and key[2] != True for key in eng._decoder.graphs)  # noqa: E712  (a sampling graph)
+    assert len({tuple(c.token_ids) for c in outs}) == 16
+    with torch.no_grad():
+        for c in outs[:4]:
+            logits = model(torch.tensor([p + c.token_ids], device="cuda"))[0, len(p) - 1:-1].float()
+            top = logits.topk(5, dim=-1).indices
+            assert all(t in top[i].tolist() for i, t in enumerate(c.token_ids))
+            lp = torch.log_softmax(logits, -1)[torch.arange(len(c.token_ids)), c.token_ids]
+            assert c.logprobs == pytest.approx(lp.tolist(), abs=2e-3)

@@ -1,4 +1,5 @@
-"""`_sample_rows`: the sampled distribution, top-k / top-p cuts, seeds, log-probs."""
+"""`_sample_rows` and the decoder's in-graph `sample_pick`: the sampled distribution, top-k / top-p
+cuts, seeds, log-probs."""
 
 import math
 from types import SimpleNamespace
@@ -6,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from chatforge.infer.decode import sample_pick
 from chatforge.infer.engine import SamplingParams, _sample_rows
 
 P = [0.5, 0.25, 0.15, 0.07, 0.03]
@@ -42,13 +44,46 @@ def test_sampled_frequencies_follow_the_cut_distribution(params, want):
     assert all(lp == pytest.approx(math.log(P[t]), abs=1e-5) for t, lp in zip(toks[:50], lps[:50]))
 
 
+@pytest.mark.parametrize("params, want", [
+    (dict(temperature=1.0), P),
+    (dict(temperature=1.0, top_k=2), [0.5 / 0.75, 0.25 / 0.75, 0, 0, 0]),
+    (dict(temperature=1.0, top_p=0.6), [0.5 / 0.75, 0.25 / 0.75, 0, 0, 0]),
+    (dict(temperature=1.0, top_k=3, top_p=0.99), [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0, 0]),
+    (dict(temperature=0.5), [p * p / sum(q * q for q in P) for p in P]),          # p^(1/T), renormalised
+])
+def test_sample_pick_follows_the_same_distribution(params, want):
+    """The decoder's pick for rows that share their settings: the engine's distribution, its
+    (id, log-prob) rows under the unmodified model."""
+    torch.manual_seed(0)
+    n = 8000
+    logits = torch.tensor(P).log().repeat(n, 1)
+    ids, both = sample_pick(logits, params["temperature"], params.get("top_k"), params.get("top_p"))
+    toks = ids.tolist()
+    assert both[0].long().tolist() == toks
+    assert freqs(toks) == pytest.approx(want, abs=0.025)
+    assert both[1][:50].tolist() == pytest.approx([math.log(P[t]) for t in toks[:50]], abs=1e-5)
+
+
 def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
-    logits = torch.randn(6, 100)
-    rs = rows(3, temperature=0) + rows(3, temperature=1.0, top_k=5)
-    toks, _, _ = _sample_rows(logits, rs)
-    assert toks[:3] == logits[:3].argmax(-1).tolist()
-    for j in range(3, 6):
-        assert toks[j] in logits[j].topk(5).indices.tolist()
+    # bug fixed: a row without top-k (greedy here) switched the cut off for the whole batch, so the
+    # top-k rows sampled from the full vocabulary (~70% of draws outside their top 5)
+    torch.manual_seed(0)
+    for _ in range(50):
+        logits = torch.randn(6, 100)
+        rs = rows(3, temperature=0) + rows(3, temperature=1.0, top_k=5)
+        toks, _, _ = _sample_rows(logits, rs)
+        assert toks[:3] == logits[:3].argmax(-1).tolist()
+        for j in range(3, 6):
+            assert toks[j] in logits[j].topk(5).indices.tolist()
+
+
+def test_a_row_without_top_k_keeps_the_full_vocab_beside_a_cut_row():
+    torch.manual_seed(0)
+    n = 4000
+    logits = torch.tensor(P).log().repeat(2 * n, 1)
+    toks, _, _ = _sample_rows(logits, rows(n, temperature=1.0) + rows(n, temperature=1.0, top_k=2))
+    assert freqs(toks[:n]) == pytest.approx(P, abs=0.03)
+    assert freqs(toks[n:]) == pytest.approx([0.5 / 0.75, 0.25 / 0.75, 0, 0, 0], abs=0.03)
 
 
 def test_a_seeded_row_draws_the_same_whatever_else_is_in_the_batch():
