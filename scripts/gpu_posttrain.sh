@@ -63,7 +63,7 @@ if [ ! -f "$RUN/winrate.txt" ]; then
   mv "$RUN/winrate.tmp" "$RUN/winrate.txt"; tail -1 "$RUN/winrate.txt"
 fi
 
-if [ ! -f "$RUN/rlhf/model.safetensors" ]; then
+if ! finished "$RUN/rlhf"; then
   need 120
   resume=""; [ -d "$RUN/rlhf/checkpoint" ] && resume="--resume"
   capped $PY -m chatforge rl --base "$RUN/sft" --task pairs:hh-rlhf --reward "rm:$RUN/rm" --judge "$RUN/judge" \
