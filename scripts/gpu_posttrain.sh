@@ -28,6 +28,8 @@ capped() {
   [ $rc = 124 ] && { echo "time limit: call again to resume"; exit 0; }
   return $rc
 }
+# a run is finished when it holds weights and no checkpoint (a checkpoint writes the weights too)
+finished() { [ -f "$1/model.safetensors" ] && [ ! -d "$1/checkpoint" ]; }
 
 UNTIL=${UNTIL:-export}
 # shellcheck disable=SC2086  # SPEEDRUN_ARGS is a list of flags
@@ -47,11 +49,11 @@ fi
 
 for half in 0 1; do
   name=$([ $half = 0 ] && echo rm || echo judge)
-  if [ ! -f "$RUN/$name/model.safetensors" ]; then
+  if ! finished "$RUN/$name"; then
     need 90
-    rm -rf "${RUN:?}/$name"  # a stopped reward model starts over: its resume fails (lm_head has no optimizer state)
+    resume=""; [ -d "$RUN/$name/checkpoint" ] && resume="--resume"
     capped $PY -m chatforge rm --base "$RUN/sft" --pairs hh-rlhf --half $half --out "$RUN/$name" --batch-size 32 \
-      --eval-every 25 --save-every 25
+      --eval-every 25 --save-every 25 $resume
   fi
 done
 
@@ -61,7 +63,7 @@ if [ ! -f "$RUN/winrate.txt" ]; then
   mv "$RUN/winrate.tmp" "$RUN/winrate.txt"; tail -1 "$RUN/winrate.txt"
 fi
 
-if [ ! -f "$RUN/rlhf/model.safetensors" ]; then
+if ! finished "$RUN/rlhf"; then
   need 120
   resume=""; [ -d "$RUN/rlhf/checkpoint" ] && resume="--resume"
   capped $PY -m chatforge rl --base "$RUN/sft" --task pairs:hh-rlhf --reward "rm:$RUN/rm" --judge "$RUN/judge" \

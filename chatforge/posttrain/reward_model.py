@@ -3,8 +3,8 @@
 - The model is the base/SFT run's GPT plus `score`, a bias-free width -> 1 projection read at
   the last token of a conversation (its <|assistant_end|>): r(prompt, reply). Parameter names
   are HF's LlamaForSequenceClassification (`model.*`, `score.weight`); the unused `lm_head` is
-  kept so the run directory loads like any other. `score` starts at zero, so the untrained model
-  ties every pair (accuracy 50% by definition, not by luck).
+  kept, frozen, so the run directory loads like any other. `score` starts at zero, so the
+  untrained model ties every pair (accuracy 50% by definition, not by luck).
 - Bradley-Terry: P(chosen > rejected) = sigmoid(r_c - r_r); the loss is -log of it, averaged
   over pairs (TRL's RewardTrainer without its optional centring term).
 - Training is SFT's recipe (Muon for hidden matrices, AdamW for the rest and for `score`, a
@@ -35,6 +35,8 @@ from chatforge.model.gpt import GPT
 class RewardModel(GPT):
     def __init__(self, config):
         super().__init__(config)
+        if not config.tie_embeddings:  # unused (rewards read the hidden state): no gradient, no optimizer state
+            self.lm_head.requires_grad_(False)
         self.score = nn.Linear(config.n_embd, 1, bias=False)
         nn.init.zeros_(self.score.weight)
 

@@ -209,13 +209,16 @@ def _orthogonalize(updates, params, ns_steps, kernel=False):
 
 
 def param_groups(model):
-    """Split parameters: (embedding, lm_head, 1-D gains, hidden matrices)."""
+    """Split the GPT's parameters: (embedding, lm_head, 1-D gains, hidden matrices).
+
+    Only the GPT's own (`model.*`, `lm_head`): a subclass's extra head (the reward model's
+    `score`) is no hidden matrix, and its trainer gives it an optimizer group of its own."""
     m = unwrap(model)
     embed = [m.model.embed_tokens.weight]
     head = [] if m.config.tie_embeddings else [m.lm_head.weight]
     special = {id(p) for p in embed + head}
-    gains = [p for p in m.parameters() if p.dim() < 2 and id(p) not in special]
-    matrices = [p for p in m.parameters() if p.dim() >= 2 and id(p) not in special]
+    gains = [p for p in m.model.parameters() if p.dim() < 2 and id(p) not in special]
+    matrices = [p for p in m.model.parameters() if p.dim() >= 2 and id(p) not in special]
     return embed, head, gains, matrices
 
 
