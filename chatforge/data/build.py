@@ -25,7 +25,6 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,7 +288,7 @@ def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool, keep_
     """
     global _DOCS_READ, _LOCAL_BAR
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
