@@ -166,6 +166,7 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig, poisoned: tu
     `poisoned`: input files of this task that an engine found to fail every time (they are left
     out, counted under read `poisoned_input` and named in its examples).
     """
+    t_start = time.time()
     from chatforge.data.readers import Reader
 
     work = Path(work)
@@ -199,7 +200,24 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig, poisoned: tu
                 np.save(fh, arr)
     stats = _stats_list([reader.stats] + [s.stats for s in steps])
     atomic_write_json(work / f"task_{k:05d}.stats.json", stats)
+    _log_task("filter", k, t_start)
     return stats
+
+
+def _log_task(what: str, k: int, t_start: float) -> None:
+    """CHATFORGE_TASK_LOG=FILE appends one JSON line per finished task: pass, task, host, pid and
+    wall-clock start and end (benchmarks/data_scaling.py's per-worker timeline). Off by default."""
+    path = os.environ.get("CHATFORGE_TASK_LOG")
+    if path:
+        import socket
+
+        line = json.dumps({"pass": what, "task": k, "host": socket.gethostname(), "pid": os.getpid(),
+                           "start": t_start, "end": time.time()}) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one short O_APPEND write: lines from many workers do not interleave
+        finally:
+            os.close(fd)
 
 
 def _injected_fault(k: int) -> None:
@@ -214,6 +232,7 @@ def _injected_fault(k: int) -> None:
 
 def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
     """Pass 3 for one task: drop duplicates, redact PII, write the final shard."""
+    t_start = time.time()
     from chatforge.data.dedup import EXACT_DUP, NEAR_DUP
     from chatforge.data.pii import PIIRedactor
 
@@ -247,6 +266,7 @@ def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
     stats = _stats_list([dd, pii.stats])
     atomic_write_json(work / f"out_{k:05d}.stats.json", stats)
     (work / f"task_{k:05d}.jsonl.zst").unlink(missing_ok=True)  # the final shard replaces it
+    _log_task("finish", k, t_start)
     return stats
 
 
