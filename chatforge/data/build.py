@@ -97,6 +97,37 @@ def make_stage1_steps(cfg: BuildConfig) -> list:
     return steps
 
 
+_WARM_UP_PAGE = ("<html><head><title>Warm-up page</title></head><body><nav class='menu'><a href='/'>Home</a></nav>"
+                 "<article class='post-content'><h1>A page made up for the warm-up</h1>"
+                 "<p>This page is made up so that every step of the pipeline sees one ordinary English page "
+                 "before any real input arrives. It is long enough to pass the quality rules, and it says "
+                 "nothing that a reader would need to know.</p><p>The garden behind the old library was planted "
+                 "by volunteers in the spring. They chose roses, lavender and a few rows of beans, and they "
+                 "water them every morning before the doors open.</p><p>Visitors often sit on the bench by the "
+                 "wall with a book. In the summer the children's reading club meets there on Thursdays, and "
+                 "the librarians bring lemonade when the weather is warm.</p><p>Questions about the garden can "
+                 "be sent to warm-up@example.com at any time of the year.</p></article>"
+                 "<footer class='site-footer'>Copyright nobody</footer></body></html>")
+
+
+def warm_pipeline(cfg: BuildConfig | None = None) -> None:
+    """Imports the pipeline and runs one made-up page through every step once, in this process:
+    models loaded, lazy imports and first-call set-ups done. A driver that did this passes it on
+    to the local pool's forked workers; `ray_engine.warm_workers` runs it in every Ray worker.
+    (A made-up page, so no cache holds anything of the real input.)"""
+    import warcio.archiveiterator  # noqa: F401  (imported on a WARC's first read)
+    import zstandard  # noqa: F401
+
+    from chatforge.data.pii import PIIRedactor
+    from chatforge.data.readers import Reader
+
+    cfg = cfg or BuildConfig()
+    Reader(cfg.text_key, cfg.text_chunk_words)
+    doc = Doc("warm-up", _WARM_UP_PAGE, "https://www.example.com/warm-up", {"format": "html"})
+    for _ in PIIRedactor()(run_steps([doc], make_stage1_steps(cfg))):
+        pass
+
+
 # ------------------------------------------------------------------ doc shard files
 
 def write_docs(path: Path, docs) -> int:

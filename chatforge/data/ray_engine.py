@@ -101,19 +101,11 @@ class _Arrivals:
 
 @ray.remote(num_cpus=1)
 def _warm_task(arrivals, n: int, cfg, timeout: float):
-    """Imports the pipeline and builds its steps once (models, stop lists) in this worker, then
-    holds its CPU until n workers have done so, so that n tasks land on n different workers."""
-    from chatforge.data.build import BuildConfig, make_stage1_steps
-    from chatforge.data.pii import PIIRedactor
-    from chatforge.data.readers import Reader
+    """build.warm_pipeline in this worker, then holds its CPU until n workers have done it, so
+    that n warm-up tasks land on n different workers."""
+    from chatforge.data.build import warm_pipeline
 
-    cfg = cfg or BuildConfig()
-    Reader(cfg.text_key, cfg.text_chunk_words)
-    make_stage1_steps(cfg)
-    PIIRedactor()
-    import warcio.archiveiterator  # noqa: F401  (the WARC reader's, imported on a WARC's first read)
-    import zstandard  # noqa: F401
-
+    warm_pipeline(cfg)
     ray.get(arrivals.arrive.remote(os.getpid()))
     t_end = time.monotonic() + timeout
     while ray.get(arrivals.count.remote()) < n and time.monotonic() < t_end:
@@ -123,9 +115,10 @@ def _warm_task(arrivals, n: int, cfg, timeout: float):
 
 def warm_workers(cfg=None, n: int | None = None, timeout: float = 60.0) -> set[int]:
     """Start-up for benchmarks and long-lived clusters: every one of the n (default: all the
-    cluster's CPUs) worker processes imports the pipeline and builds its steps before a build,
-    as forked local workers inherit them from the driver. A build does not call this (its first
-    tasks pay the same once). Returns the process ids of the workers that ran the warm-up."""
+    cluster's CPUs) worker processes runs build.warm_pipeline (imports, models, one made-up page
+    through every step) before a build, as forked local workers inherit it from a warmed driver.
+    A build does not call this (its first tasks pay the same once). Returns the process ids of the
+    workers that ran the warm-up."""
     n = n or max(1, int(ray.cluster_resources().get("CPU", 1)))
     arrivals = _Arrivals.remote()
     pids = ray.get([_warm_task.remote(arrivals, n, cfg, timeout) for _ in range(n)])
