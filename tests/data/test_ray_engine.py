@@ -58,6 +58,13 @@ def test_ray_build_equals_local_build(planted, local_build, local_ray, tmp_path)
     assert dd["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}  # found across tasks, by band buckets
 
 
+def test_warm_workers_reaches_every_worker(local_ray):
+    from chatforge.data.ray_engine import warm_workers
+
+    pids = warm_workers(CFG)
+    assert len(pids) == 2  # one warm-up on each of the 2 CPUs' workers, not twice on one
+
+
 def test_worker_killed_mid_task_is_retried(planted, local_build, local_ray, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
     monkeypatch.setenv("CHATFORGE_TEST_KILL_TASK", f"0:{marker}")
