@@ -53,13 +53,22 @@ def run_ours(run_dir: Path, args, out: Path) -> dict:
                    eval_every=0, eval_problems=2, pass_k=0, save_every=0, tools=False, device=args.device,
                    device_batch_size=args.device_batch_size,
                    stop_token_ids=(tok.special_id("<|assistant_end|>"),))
-    run_rl(cfg, log=lambda *a: None)
+    if args.profile:  # where our step's time goes: the top device kernels and host ops of all steps
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        with profile(activities=acts) as prof:
+            run_rl(cfg, log=lambda *a: None)
+        sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=30))
+    else:
+        run_rl(cfg, log=lambda *a: None)
     recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     tr = [r for r in recs if r["kind"] == "train"][1:]  # the first step warms up
     rows = args.prompts * args.group
     tokens = sum(r["response_len"] * rows for r in tr)
     return {"rollout_tok_s": tokens / sum(r["rollout_s"] for r in tr),
             "step_s": statistics.mean(r["rollout_s"] + r["train_s"] for r in tr),
+            "rollout_s": statistics.mean(r["rollout_s"] for r in tr), "train_s": statistics.mean(r["train_s"] for r in tr),
             "mean_len": statistics.mean(r["response_len"] for r in tr)}
 
 
@@ -150,6 +159,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps per system (the first is warm-up)")
     ap.add_argument("--device-batch-size", type=int, default=128, help="our rollouts per forward/backward")
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of our run (slows it)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -172,6 +182,8 @@ def main():
     for name, r in res.items():
         label = "ours (chatforge rl)" if name == "ours" else "TRL GRPOTrainer (HF generate)"
         print(f"{label:<28} {r['rollout_tok_s']:>14,.0f} {r['step_s']:>9.2f} {3600 / r['step_s']:>11,.0f} {r['mean_len']:>9.1f}")
+        if "train_s" in r:
+            print(f"{'  of which rollouts / train':<28} {r['rollout_s']:>14.3f} {r['train_s']:>9.3f}")
     if "trl" in res:
         o, t = res["ours"], res["trl"]
         res["ratio"] = {"rollout_tok_s": o["rollout_tok_s"] / t["rollout_tok_s"], "steps_per_hour": t["step_s"] / o["step_s"]}

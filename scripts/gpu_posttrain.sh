@@ -6,7 +6,8 @@
 #                  (data, fact world, tokenizer, token shards), then carry RUN to the GPU box
 #   on the GPU:    RUN=RUN LIMIT=500 bash scripts/gpu_posttrain.sh
 #   shorter:       UNTIL=dpo SPEEDRUN_ARGS="--rl-steps 0" ...  (the speedrun up to DPO, without GRPO and the
-#                  report's evaluations; the factuality evaluations then run on their own)
+#                  report's evaluations; the factuality evaluations then run on their own, FACTS=0 skips them)
+#   RLHF only:     UNTIL=sft FACTS=0 ...  (pretrain, SFT, reward model, judge, guarded RLHF; no DPO win rate)
 #
 # 1. the gpu-d12 speedrun from pretraining on: base (3 passes over the small offline corpus, hence
 #    --batch-tokens 65536 for enough optimizer steps), search index, knowledge probe, SFT with and
@@ -37,9 +38,9 @@ $PY -m chatforge speedrun --preset gpu-d12 --out "$RUN" --from pretrain --batch-
   --sft-steps 400 --until "$UNTIL" --time-limit "$(left)" ${SPEEDRUN_ARGS:-}
 [ -f "$RUN/.speedrun/$UNTIL.json" ] || { echo "time limit: call again to resume"; exit 0; }
 
-if [ "$UNTIL" != export ]; then  # the factuality evaluations the speedrun would have run (issue 21)
+if [ "$UNTIL" != export ] && [ "${FACTS:-1}" = 1 ]; then  # the factuality evaluations the speedrun would have run (issue 21)
   for sft in sft sft-noprobe; do
-    if [ ! -f "$RUN/eval/facts_$sft.json" ]; then
+    if [ -d "$RUN/$sft" ] && [ ! -f "$RUN/eval/facts_$sft.json" ]; then
       need 60
       capped $PY -m chatforge eval "$RUN/$sft" --tasks facts --facts "$RUN/factworld/qa.jsonl" \
         --search-index "$RUN/search.sqlite" --out "$RUN/eval/facts_$sft.json" --quiet
@@ -57,7 +58,7 @@ for half in 0 1; do
   fi
 done
 
-if [ ! -f "$RUN/winrate.txt" ]; then
+if finished "$RUN/dpo" && [ ! -f "$RUN/winrate.txt" ]; then
   need 120
   capped $PY -m chatforge rm winrate "$RUN/judge" --a "$RUN/dpo" --b "$RUN/sft" --n 256 > "$RUN/winrate.tmp"
   mv "$RUN/winrate.tmp" "$RUN/winrate.txt"; tail -1 "$RUN/winrate.txt"

@@ -18,6 +18,16 @@ import torch
 from chatforge.common import ChatforgeError
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) [B, T] from logits [B, T, V] (fp32 math; positions whose target is -1 get
+    the log-prob of token 0: mask them). The softmax runs over the last dimension of a [B*T, V]
+    view: cross_entropy over the transposed [B, V, T] picks CUDA's strided "spatial" softmax
+    kernel, which took ~40 ms instead of a few for 128 x 296 positions at a 32k vocabulary."""
+    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.clamp_min(0).flatten(),
+                                            reduction="none")
+    return -nll.view(targets.shape)
+
+
 def is_finished(out: Path, key: str = "val_after") -> bool:
     """Only the final save writes the end-of-run results (`key`) into config.json; a checkpoint's
     config.json has none, so this tells a finished run from an interrupted one."""

@@ -202,10 +202,11 @@ def token_loss(logits, targets, adv, old_logp=None, ref_logp=None, clip: float =
     [B, T] or None (None: on-policy, ratio 1 / no reference). Sum it and divide by the step's
     sampled-token count (token-level normalisation)."""
     import torch
-    import torch.nn.functional as F
+
+    from chatforge.posttrain.loop import token_logprobs
 
     mask = targets != -1
-    logp = -F.cross_entropy(logits.float().transpose(1, 2), targets.clamp_min(0), reduction="none")
+    logp = token_logprobs(logits, targets)
     old = logp.detach() if old_logp is None else old_logp
     ratio = torch.exp(logp - old)
     a = adv[:, None]
@@ -333,7 +334,8 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
     from chatforge.infer.engine import Engine
     from chatforge.model import load_run
     from chatforge.model.run_dir import model_state_dict, save_weights
-    from chatforge.posttrain.loop import due, is_finished, logged_start, optimizer_step, resume, save_final
+    from chatforge.posttrain.loop import (due, is_finished, logged_start, optimizer_step, resume, save_final,
+                                         token_logprobs)
     from chatforge.posttrain.sft import collate, step_rows
     from chatforge.train import distributed as dist
     from chatforge.train.checkpoint import has_checkpoint, save_checkpoint
@@ -456,8 +458,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                     x, y = collate(mb, tok.bos_id, device)
                     with autocast():
                         logits = model(x)
-                    lp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y.clamp_min(0),
-                                                            reduction="none")
+                    lp = token_logprobs(logits, y)
                     for r, row_lp in zip(mb, lp):
                         r.old_logp = row_lp
         loss_sum, grad_norm, ref_lps = 0.0, 0.0, {}
@@ -468,8 +469,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                 if j not in ref_lps:  # the reference's log-probs: KL is logged always, penalised with --kl
                     with torch.no_grad(), autocast():
                         ref_logits = ref(x)
-                    ref_lps[j] = -torch.nn.functional.cross_entropy(ref_logits.float().transpose(1, 2),
-                                                                    y.clamp_min(0), reduction="none")
+                    ref_lps[j] = token_logprobs(ref_logits, y)
                     del ref_logits
                 ref_lp = ref_lps[j]
                 old = torch.stack([r.old_logp for r in mb]) if cfg.updates > 1 else None

@@ -162,7 +162,9 @@ def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int =
             x, y = collate(batch, pad_id, device)
             with autocast():
                 logits = model(x)
-            losses = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+            # over a [B*T, V] view: a transposed [B, V, T] runs CUDA's slow strided softmax kernel
+            losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,
+                                     reduction="none").view(y.shape)
             row_sums, row_counts = losses.sum(1).tolist(), (y != -1).sum(1).tolist()
             for r, ls, n in zip(batch, row_sums, row_counts):
                 for key in ("val_loss", f"val/{r.set_name}" if r.set_name else None):

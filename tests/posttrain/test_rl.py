@@ -341,3 +341,18 @@ def test_problems_too_long_for_the_context_are_counted_and_skipped(sft_run, tmp_
     assert cfg["heldout_after"]["n"] == 4  # the 5th held-out problem did not fit
     train = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"train"' in x]
     assert sum(r["skipped_too_long"] for r in train) >= 1 and all(r["response_len"] > 0 for r in train)
+
+
+def test_token_logprobs_equal_the_spatial_cross_entropy():
+    """loop.token_logprobs (softmax over a [B*T, V] view) = the transposed [B, V, T] form it replaced."""
+    import torch
+    import torch.nn.functional as F
+
+    from chatforge.posttrain.loop import token_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 50)
+    targets = torch.randint(0, 50, (3, 7))
+    targets[0, :3] = -1
+    want = -F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+    torch.testing.assert_close(token_logprobs(logits, targets), want)
