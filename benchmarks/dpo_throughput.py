@@ -170,17 +170,20 @@ def main():
         policy = GPT(cfg).to(device)
         policy.load_state_dict(state)  # each run trains its own copy from the same weights
         ours[layout] = run_ours(policy, ref, prepared, args, device, shared)
-    ours_sps = ours["shared prompt"]
+    default = "shared prompt" if device.type != "cuda" else "two rows"  # `chatforge dpo`'s default layout here
+    ours_sps = ours[default]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
            "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
            "compile": args.compile, "torch": torch.__version__, "ours_steps_s": ours_sps,
+           "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
            "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps, "ratio": ours_sps / trl_sps}
     print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
           f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}")
     print(f"{'':28}{'steps/s':>10}{'vs TRL':>10}")
     for layout, sps in ours.items():
-        print(f"{'ours, ' + layout:28}{sps:>10.3f}{sps / trl_sps:>9.2f}x")
+        label = "ours, " + layout + (" (default)" if layout == default else "")
+        print(f"{label:28}{sps:>10.3f}{sps / trl_sps:>9.2f}x")
     print(f"{'TRL DPOTrainer':28}{trl_sps:>10.3f}{1:>9.2f}x")
     if args.json:
         with open(args.json, "w") as f:
