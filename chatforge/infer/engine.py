@@ -140,8 +140,9 @@ class _Row:
 
 class Engine:
     def __init__(self, model, tokenizer, tools: ToolRegistry | None = None, max_context: int | None = None,
-                 fast: bool = True, cuda_graphs: bool = True, compile: bool = False):
+                 fast: bool = True, cuda_graphs: bool = True, compile: bool = False, overlap: bool = True):
         self.model = model
+        self.overlap = overlap  # queue the next decode step before this one's host work (_generate)
         # the static decoder (CUDA graphs) needs chatforge's GPT; anything else goes through
         # the generic model(idx, kv_cache=...) contract
         from chatforge.model import GPT
@@ -278,9 +279,21 @@ class Engine:
 
         picked = None  # the decoder's own pick for `logits` (see _pick_mode), else None
         while rows:
-            events, nxt, nxt_dev = self._step_tokens(rows, logits, picked)
+            ahead, host, pos = None, None, dec.pos  # pos: before any step queued ahead
+            if (self.overlap and picked is not None and admit is None and pos < max_len
+                    and not any(r.forced for r in rows)):
+                # every row's next input is the token just picked, already on the device: queue
+                # the next step now, so the GPU computes it while the host does this step's
+                # per-row bookkeeping (and the caller handles its events). Rows that finish here
+                # get one wasted step; a row that starts a tool call takes the forced output from
+                # the step after, and then this path waits for the host again.
+                host = _to_host_async(picked[1])  # queued before the next step overwrites it
+                pick = self._pick_mode(rows, dec)
+                ahead = dec.step(picked[0], pick=pick), pick
+                host = host()
+            events, nxt, nxt_dev = self._step_tokens(rows, logits, picked, host)
             finished = [j for j, row in enumerate(rows) if row.finish]
-            if dec.pos >= max_len:
+            if pos >= max_len:
                 for j, row in enumerate(rows):
                     if not row.finish:
                         ev = Event(row.req, row.index)
@@ -288,6 +301,7 @@ class Engine:
                         events.append(ev)
                         finished.append(j)
             yield events
+            keep = None
             if finished:
                 keep = [j for j, row in enumerate(rows) if not row.finish]
                 if not keep:
@@ -296,6 +310,16 @@ class Engine:
                     dec.select(torch.tensor(keep, device=dev))
                     rows = [rows[j] for j in keep]
                     nxt, nxt_dev = [nxt[j] for j in keep], None
+                else:
+                    keep = None
+            if ahead is not None:  # the next step already ran for the rows as they were
+                logits, pick = ahead
+                picked = dec.picked if pick else None
+                if keep is not None:
+                    index = torch.tensor(keep, device=dev)
+                    logits = logits.index_select(0, index)
+                    picked = (picked[0].index_select(0, index), picked[1].index_select(1, index)) if picked else None
+                continue
             if admit is not None and dec.k.shape[1] > len(rows):
                 joined = admit(dec.k.shape[1] - len(rows), dec.pos, max_len - dec.pos)
                 if joined:
@@ -356,12 +380,14 @@ class Engine:
         return d
 
     # ------------------------------------------------------------------------------------------
-    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor, picked=None):
+    def _step_tokens(self, rows: list[_Row], logits: torch.Tensor, picked=None, host=None):
         """Pick every row's next token (forced, or sampled from `logits`) and update its state.
-        `picked`: the decoder's own pick for these logits (`_pick_mode`), else None.
+        `picked`: the decoder's own pick for these logits (`_pick_mode`), else None; `host`: its
+        [2, B] (id, log-prob) rows already copied to the host, else None.
         -> (events, next ids, the same ids as a device tensor or None when some row's differ)"""
         if picked is not None:
-            sampled_dev, both = picked[0], picked[1].cpu()  # the one device->host copy of the step
+            # the one device->host copy of the step
+            sampled_dev, both = picked[0], host if host is not None else picked[1].cpu()
             sampled, logprobs = [int(t) for t in both[0].tolist()], both[1].tolist()
         else:
             sampled, logprobs, sampled_dev = _sample_rows(logits, rows)
@@ -461,6 +487,23 @@ class Engine:
         if not row.finish:
             row.finish = reason
         ev.finish_reason = row.finish
+
+
+def _to_host_async(t: torch.Tensor):
+    """Start copying a small device tensor to the host; -> a function that waits for the copy and
+    returns it. The wait covers only work queued before the copy, not later steps."""
+    if t.device.type != "cuda":
+        out = t.clone()
+        return lambda: out
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait():
+        done.synchronize()
+        return out
+    return wait
 
 
 def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list[float], torch.Tensor]:

@@ -242,3 +242,39 @@ def test_rows_sharing_their_settings_sample_inside_the_cuda_graph(tiny_model, ti
             assert all(t in top[i].tolist() for i, t in enumerate(c.token_ids))
             lp = torch.log_softmax(logits, -1)[torch.arange(len(c.token_ids)), c.token_ids]
             assert c.logprobs == pytest.approx(lp.tolist(), abs=2e-3)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_queueing_the_next_step_ahead_changes_nothing(tiny_model, tiny_tokenizer, temperature, monkeypatch):
+    """overlap=True (the next decode step queued before this step's host work) gives the same
+    tokens, log-probs and finishes as stepping one at a time: rows stopping at different steps
+    (dropped from the cache after a step already ran for them), the length limit, the context edge."""
+    tok = tiny_tokenizer
+    ps = prompts(tok)
+    # stop on the tokens this model writes often, so rows finish at different steps
+    eng = Engine(tiny_model, tok, overlap=False)
+    c = eng.complete(ps[1], SamplingParams(max_tokens=40, temperature=0, **NO_STOPS))[0]
+    stops = tuple(sorted(set(c.token_ids), key=c.token_ids.count)[-3:])
+    import chatforge.infer.engine as engine_module
+
+    ahead = []  # steps queued ahead (each copies the picks to the host first)
+    copy = engine_module._to_host_async
+    monkeypatch.setattr(engine_module, "_to_host_async", lambda t: ahead.append(1) or copy(t))
+    got = {}
+    for overlap in (False, True):
+        eng = Engine(tiny_model, tok, overlap=overlap)
+        torch.manual_seed(0)
+        reqs = [Request(p, SamplingParams(max_tokens=30, temperature=temperature, use_tools=False,
+                                          stop_token_ids=stops), n=3) for p in ps]
+        reqs.append(Request([1] * 240, SamplingParams(max_tokens=50, temperature=0, **NO_STOPS)))  # context edge
+        done = eng.run_to_completion(reqs)
+        got[overlap] = [(c.token_ids, c.finish_reason, c.logprobs) for r in reqs for c in done[r.id]]
+    assert [g[:2] for g in got[True]] == [g[:2] for g in got[False]]
+    for a, b in zip(got[True], got[False]):
+        assert a[2] == pytest.approx(b[2], abs=1e-5)
+    finishes = [g[1] for g in got[True]]
+    assert "stop" in finishes and "length" in finishes
+    # on a CPU the decoder picks greedy batches only (sampled ones are drawn by the engine)
+    assert (len(ahead) >= 10) if temperature == 0 else not ahead, len(ahead)  # ~17 steps in all
+    # rows really left at different steps: the stopped ones while the context-edge row went on
+    assert min(len(g[0]) for g in got[True] if g[1] == "stop") < len(got[True][-1][0])
