@@ -203,6 +203,7 @@ def main(argv=None):
     engine, tok = make_engine(args.vocab, device)
     modes = {
         "greedy": dict(temperature=0),
+        "greedy, text decoded at the end (RL)": dict(temperature=0, stream_text=False),
         "sampled T=0.8 top-k 50 top-p 0.95": dict(temperature=0.8, top_k=50, top_p=0.95),
         "sampled T=0.8, seeded": dict(temperature=0.8, seed=1),
     }
