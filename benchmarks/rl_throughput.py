@@ -171,6 +171,11 @@ def main():
     model = random_gpt(args.preset, tok.vocab_size, 1024, "cpu", torch.float32)
     run = save_run(tmp / "base", model, tmp / "tok", kind="sft", step=0)
     res = {"ours": run_ours(run, args, tmp / "rl")}
+    o = res["ours"]  # printed now too: a run cut short inside TRL's side keeps our number
+    print(f"ours: {o['rollout_tok_s']:,.0f} rollout tok/s, {o['step_s']:.3f} s a step "
+          f"(rollouts {o['rollout_s']:.3f} + train {o['train_s']:.3f})", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
     if not args.skip_trl:
         res["trl"] = run_trl(model, tmp / "tok", args, tmp / "trl")
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
