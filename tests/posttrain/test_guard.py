@@ -99,6 +99,24 @@ def test_repetitive_replies_stop_a_run_whose_judge_is_fooled_too():
     assert not any(g.update(GuardEval(s, r, j, {"repetition": 0.06, "length": 10})) for s, r, j, _ in seq)
 
 
+def test_reward_and_judge_falling_together_is_no_stop():
+    """The live d12 RLHF run 3 (H200, 2026-12-03, docs/runs/gpu-d12-rlhf3-guard.jsonl): both rose
+    to step 20, then both fell. That is no reward hacking by the guard's rule; it keeps step 20. Its
+    SFT start already repeated itself (57%), so the repetition signal could not fire, and says so."""
+    g = RewardHackingGuard(patience=3)
+    seq = [(0, 0.779, 0.567, 0.570), (10, 0.943, 0.531, 0.666), (20, 0.982, 0.616, 0.571),
+           (30, 0.981, 0.592, 0.664), (40, 0.938, 0.589, 0.599), (50, 0.719, 0.554, 0.572)]
+    stops = [g.update(GuardEval(s, r, j, {"repetition": rep, "length": 60})) for s, r, j, rep in seq]
+    assert not any(stops) and g.best.step == 20
+    assert [e.signals["parting_streak"] for e in g.history] == [0, 1, 0, 0, 0, 0]
+    assert any("cannot fire" in w for w in g.warnings(g.history[0]))
+    assert not any("cannot fire" in w for w in g.warnings(g.history[1]))
+    # a start that repeats itself less keeps the signal, and says nothing
+    g = RewardHackingGuard()
+    g.update(GuardEval(0, 0.5, 0.5, {"repetition": 0.3, "length": 60}))
+    assert g.warnings(g.history[0]) == []
+
+
 @pytest.mark.slow  # two reward models and an RL run with engine rollouts: ~60 s on a busy 2-core machine
 def test_rlhf_run_with_guard_end_to_end(sft_and_pairs, tmp_path, one_torch_thread):
     """chatforge rl --reward rm:RM --judge JUDGE on a tiny model: two reward models on disjoint
