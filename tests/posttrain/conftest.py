@@ -1,4 +1,4 @@
-"""Shared fixtures of the post-training tests."""
+"""Shared fixtures of the post-training tests (shared helpers: helpers.py)."""
 
 import json
 
@@ -26,3 +26,4 @@ def sft_and_pairs(tiny_tokenizer, tmp_path):
         return base, pairs
 
     return make
+

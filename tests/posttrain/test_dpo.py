@@ -10,6 +10,7 @@ import torch
 from chatforge.posttrain.dpo import DPOConfig, dpo_loss, reply_logps, run_dpo
 from chatforge.posttrain.pairs import Pair, PairIds, pair_batch, synthetic_pairs, tokenize_pair
 from chatforge.posttrain.reward_model import bradley_terry_loss
+from .helpers import assert_same_weights, stop_at_call
 
 
 
@@ -172,8 +173,6 @@ def test_speedrun_plans_dpo_after_sft(tmp_path):
 
 
 def test_dpo_resume_continues_exactly(tiny_tokenizer, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     from chatforge.model import save_run
     from chatforge.posttrain import sft as sft_mod
 
@@ -185,22 +184,10 @@ def test_dpo_resume_continues_exactly(tiny_tokenizer, tmp_path, monkeypatch):
     run = lambda out, **kw: run_dpo(DPOConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / out), steps=6,  # noqa: E731
                                               batch_size=4, eval_every=0, device="cpu", **kw), log=lambda *a: None)
     full = run("full")
-    real, calls = sft_mod.step_rows, {"n": 0}
-
-    def dies_at_step_5(*a, **k):  # the loop asks for each step's pairs once
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(sft_mod, "step_rows", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        run("cut", save_every=2)
-    monkeypatch.setattr(sft_mod, "step_rows", real)
+    # the loop asks for each step's pairs once: dies at step 5
+    stop_at_call(monkeypatch, sft_mod, "step_rows", 5, lambda: run("cut", save_every=2))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["step"] == 4
     run("cut", save_every=2, resume=True)
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(full, tmp_path / "cut")
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["val_before"]["val_loss"] == \
         json.loads((full / "config.json").read_text())["val_before"]["val_loss"]

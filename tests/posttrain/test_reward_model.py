@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from chatforge.common import ChatforgeError
+from .helpers import assert_same_weights, stop_at_call
 from chatforge.posttrain.pairs import synthetic_pairs
 from chatforge.posttrain.reward_model import (RMConfig, RewardScorer, from_lm, load_reward_model, load_split_pairs,
                                               run_rm)
@@ -84,37 +85,23 @@ def test_errors_are_one_line(setup, tmp_path, capsys):
 def test_reward_model_resume_continues_exactly(setup, tmp_path, monkeypatch):
     """Stopped after its step-4 checkpoint, a resumed run continues from step 4 to the weights,
     log and results of an uninterrupted one."""
-    from safetensors.torch import load_file
-
     from chatforge.posttrain import sft as sft_mod
 
     base, pairs = setup
-    run = lambda out, **kw: run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / out), steps=6,  # noqa: E731
-                                            batch_size=8, device_batch_size=4, val_frac=0.2, eval_every=3,
-                                            log_every=1, device="cpu", **kw), log=lambda *a: None)
+
+    def run(out, log=lambda *a: None, **kw):
+        return run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / out), steps=6, batch_size=8,
+                               device_batch_size=4, val_frac=0.2, eval_every=3, log_every=1, device="cpu", **kw),
+                      log=log)
+
     full = run("full")
-    real, calls = sft_mod.step_rows, {"n": 0}
-
-    def dies_at_step_5(*a, **k):  # the loop asks for each step's pairs once
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(sft_mod, "step_rows", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        run("cut", save_every=2)
-    monkeypatch.setattr(sft_mod, "step_rows", real)
+    # the loop asks for each step's pairs once: dies at step 5
+    stop_at_call(monkeypatch, sft_mod, "step_rows", 5, lambda: run("cut", save_every=2))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["step"] == 4
     messages = []
-    run_rm(RMConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / "cut"), steps=6, batch_size=8,
-                    device_batch_size=4, val_frac=0.2, eval_every=3, log_every=1, device="cpu", save_every=2,
-                    resume=True), log=messages.append)
+    run("cut", log=messages.append, save_every=2, resume=True)
     assert any("resumed from" in m and "at step 4/6" in m for m in messages)
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(full, tmp_path / "cut")
     cfg_full, cfg_cut = (json.loads((d / "config.json").read_text()) for d in (full, tmp_path / "cut"))
     assert cfg_cut["step"] == 6 and cfg_cut["val_after"] == cfg_full["val_after"]
     assert {k: cfg_cut["val_before"][k] for k in cfg_full["val_before"]} == cfg_full["val_before"]  # from the log

@@ -9,6 +9,7 @@ import torch
 from chatforge.common import ChatforgeError
 from chatforge.posttrain import sft as sft_mod
 from chatforge.posttrain.sft import collate, conversation_to_row, evaluate_loss, step_rows
+from .helpers import assert_same_weights, stop_at_call
 
 TOOL_CONV = {"messages": [
     {"role": "system", "content": "You are terse."},
@@ -149,27 +150,11 @@ def test_tiny_sft_lowers_heldout_assistant_loss(base_run, tmp_path):
 
 
 def test_resume_continues_exactly(base_run, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     full = _sft(base_run, tmp_path / "full", steps=6)
-    calls = {"n": 0}
-    real = sft_mod.micro_batches
-
-    def dies_at_step_5(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(sft_mod, "micro_batches", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        _sft(base_run, tmp_path / "cut", steps=6, save_every=2)
-    monkeypatch.setattr(sft_mod, "micro_batches", real)
+    stop_at_call(monkeypatch, sft_mod, "micro_batches", 5, lambda: _sft(base_run, tmp_path / "cut", steps=6, save_every=2))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["step"] == 4
     _sft(base_run, tmp_path / "cut", steps=6, save_every=2, resume=True)
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(full, tmp_path / "cut")
     cfg = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert cfg["val_before"]["val_loss"] == json.loads((full / "config.json").read_text())["val_before"]["val_loss"]
 
