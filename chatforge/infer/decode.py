@@ -66,19 +66,32 @@ def sample_pick(logits: torch.Tensor, temperature: float, top_k: int | None = No
     the settings fixed per call, so the whole pick can live inside a captured CUDA graph: a batch
     whose rows share their settings (RL rollouts, evaluation) launches no sampling kernels."""
     V = logits.shape[-1]
-    x = torch.log_softmax(logits.float() / max(temperature, 1e-5), -1)
     k = min(top_k or V, V)
+    p = 1.0 if top_p is None else top_p
+    return _picked(logits, draw(logits, max(temperature, 1e-5), k, p, k if (k < V or p < 1.0) else None))
+
+
+def draw(logits, temperature, top_k, top_p, cut: int | None, noise=None) -> torch.Tensor:
+    """One token id per row from softmax(logits / temperature), cut to the row's top_k most likely
+    tokens and its top_p nucleus (of the tempered distribution). The settings are numbers (every
+    row alike: no tensors made, so it can be captured in a CUDA graph) or [B] tensors (per row);
+    temperature > 0. `cut`: None when no row cuts, else the largest top_k (the candidates are then
+    the `cut` most likely tokens, sorted: both cuts keep a prefix of them). The draw is an
+    exponential race, argmax_i p_i / E_i with E_i ~ Exp(1), which picks i with probability p_i
+    (exact like multinomial, and ~5x cheaper on a CPU); `noise(probs)`, when given, returns the
+    uniforms U (E = -log U) in place of torch.rand_like (seeded rows draw their own)."""
+    col = (lambda v: v[:, None]) if isinstance(temperature, torch.Tensor) else (lambda v: v)
+    x = torch.log_softmax(logits.float() / col(temperature), -1)
     idx = None
-    if k < V or (top_p is not None and top_p < 1.0):
-        x, idx = torch.topk(x, k, dim=-1)  # sorted: the top-p nucleus is a prefix of it
-        if top_p is not None and top_p < 1.0:
-            probs = x.exp()
-            x = x.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
+    if cut is not None:
+        x, idx = torch.topk(x, cut, dim=-1)
+        probs = x.exp()
+        rank = torch.arange(cut, device=x.device)[None, :]
+        x = x.masked_fill((rank >= col(top_k)) | (probs.cumsum(-1) - probs > col(top_p)), float("-inf"))
     probs = x.softmax(-1)
-    drawn = (probs / torch.rand_like(probs).log_().neg_()).argmax(-1)  # argmax p_i / E_i ~ p
-    if idx is not None:
-        drawn = idx.gather(1, drawn[:, None]).squeeze(1)
-    return _picked(logits, drawn)
+    u = noise(probs) if noise is not None else torch.rand_like(probs)
+    drawn = (probs / u.log_().neg_()).argmax(-1)
+    return drawn if idx is None else idx.gather(1, drawn[:, None]).squeeze(1)
 
 
 def _picked(logits, ids):

@@ -23,6 +23,7 @@ from typing import Iterator
 import torch
 
 from chatforge.common import ChatforgeError
+from chatforge.infer.decode import draw
 from chatforge.infer.tools import OUTPUT_END, OUTPUT_START, Tool, ToolRegistry
 
 _ids = itertools.count()
@@ -522,29 +523,20 @@ def _sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], lis
         ks = [min(r.req.params.top_k or V, V) for r in rows]
         ps = [r.req.params.top_p if r.req.params.top_p is not None else 1.0 for r in rows]
         prm = torch.tensor([temps_l, ks, ps], device=dev)  # one host->device copy
-        x = torch.log_softmax(logits / prm[0].clamp_min(1e-5)[:, None], -1)
-        kmax, idx = max(ks), None
-        if min(ks) < V or min(ps) < 1.0:  # some row cuts (min, not max: a row without top-k must
-            # not switch off another row's cut; then the candidates are the whole vocab, sorted)
-            # candidates = the kmax most likely (sorted), not a sort of the whole vocab: the top-k
-            # cut and the top-p nucleus (over the full distribution) both keep a prefix of it
-            x, idx = torch.topk(x, kmax, dim=-1)
-            probs = x.exp()
-            rank = torch.arange(kmax, device=dev)[None, :]
-            drop = (rank >= prm[1][:, None]) | ((probs.cumsum(-1) - probs) > prm[2][:, None])
-            x = x.masked_fill(drop, float("-inf"))
-        probs = x.softmax(-1)
-        # exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) iid picks i with probability p_i
-        # (exact like multinomial, and ~5x cheaper on a CPU; E = -log U). A seeded row draws its
-        # noise from its own generator over its own candidates only, so its draws don't depend
-        # on what else is in the batch
-        u = torch.rand_like(probs)
-        for j, r in enumerate(rows):
-            if r.generator is not None and temps_l[j] > 0:
-                u[j, :ks[j]].uniform_(generator=r.generator)
-        drawn = (probs / u.log_().neg_()).argmax(-1)
-        if idx is not None:
-            drawn = idx.gather(1, drawn[:, None]).squeeze(1)
+        # some row cuts: the candidates are the largest top-k's (min, not max, decides: a row
+        # without top-k must not switch off another row's cut; then they are the whole vocab)
+        cut = max(ks) if min(ks) < V or min(ps) < 1.0 else None
+
+        def noise(probs):
+            # a seeded row draws its uniforms from its own generator over its own candidates only,
+            # so its draws don't depend on what else is in the batch
+            u = torch.rand_like(probs)
+            for j, r in enumerate(rows):
+                if r.generator is not None and temps_l[j] > 0:
+                    u[j, :ks[j]].uniform_(generator=r.generator)
+            return u
+
+        drawn = draw(logits, prm[0].clamp_min(1e-5), prm[1], prm[2], cut, noise)
         choice = torch.where(prm[0] == 0, choice, drawn)
     lp = torch.log_softmax(logits.float(), -1).gather(1, choice[:, None]).squeeze(1)
     # one device->host copy per step; ids are exact in float32 (vocabularies are far below 2**24)
