@@ -133,7 +133,8 @@ class DPOConfig:
     compile: bool = False
     # one row per pair, its prompt read once (pairs.shared_prompt_batch); None = on a CPU only. On a
     # GPU the mask that keeps the two replies apart moves attention off the flash kernel: at d12 on
-    # an H200 that step ran at 10.3 steps/s against 15.0 for two plain causal rows (benchmarks.md)
+    # an H200 that step ran at 10.3 steps/s against 15.0 for two plain causal rows (2026-12-03,
+    # docs/benchmarks.md)
     shared_prompt: bool | None = None
 
 

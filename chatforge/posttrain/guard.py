@@ -127,8 +127,7 @@ class RewardHackingGuard:
             out.append(f"replies {ev.signals['length_ratio']:.1f}x longer than at the start")
         if ev.signals.get("degenerate"):
             out.append(f"repetition {ev.signals['repetition']:.0%}")
-        first = self.history[0] if self.history else None
-        if ev is first and 2 * ev.signals.get("repetition", 0) + 0.1 >= 1:
+        if self.history and ev is self.history[0] and 2 * ev.signals.get("repetition", 0) + 0.1 >= 1:
             # the limit (twice the start's + 0.1) is out of reach: only the judge can stop this run
             out.append(f"the start already repeats itself ({ev.signals['repetition']:.0%} repeated trigrams): "
                        "the repetition signal cannot fire")

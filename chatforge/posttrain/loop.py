@@ -22,7 +22,8 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) [B, T] from logits [B, T, V] (fp32 math; positions whose target is -1 get
     the log-prob of token 0: mask them). The softmax runs over the last dimension of a [B*T, V]
     view: cross_entropy over the transposed [B, V, T] picks CUDA's strided "spatial" softmax
-    kernel, which took ~40 ms instead of a few for 128 x 296 positions at a 32k vocabulary."""
+    kernel, 39.5 ms a call in a profile of the d12 GRPO step (128 x 296 positions, vocab 32k;
+    H200, 2026-12-03)."""
     nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.clamp_min(0).flatten(),
                                             reduction="none")
     return -nll.view(targets.shape)
