@@ -1,6 +1,6 @@
 """Scaling of `chatforge data build` over CPU cores: the local process pool vs the Ray engine.
 
-Weak scaling: with w workers the input is FILES_PER_WORKER * w hard links of one WARC (the 320
+Weak scaling: with w workers the input is --files-per-worker (3) * w hard links of one WARC (the 320
 real pages of ../shared/data/web, made by benchmarks/data_pipeline.py's writer; pass --warc to
 use a ready one), each file its own build task, so every worker has the same work at every
 width. pages/s = HTML pages read / build wall time (all three passes: filter, global dedup,
@@ -46,7 +46,6 @@ import tempfile
 import time
 from pathlib import Path
 
-FILES_PER_WORKER = 3
 
 
 def _cfg(extractor: str):
@@ -104,14 +103,14 @@ def timeline(log: Path, t0: float, workers: int, filter_wall: float) -> dict:
     }
 
 
-def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool) -> dict:
+def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool, per_worker: int = 3) -> dict:
     """One build, in this (fresh) process: start-up untimed, then the timed build."""
     from chatforge.data.build import build, warm_pipeline
 
     cfg = _cfg(extractor)
     inputs = tmp / f"in_{engine}_{workers}"
     inputs.mkdir()
-    for i in range(FILES_PER_WORKER * workers):
+    for i in range(per_worker * workers):
         os.link(warc, inputs / f"part{i:03d}.warc.gz")
     log = tmp / f"tasks_{engine}_{workers}.jsonl"
     os.environ["CHATFORGE_TASK_LOG"] = str(log)  # before ray.init: Ray's workers inherit the driver's environment
@@ -190,13 +189,15 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--extractor", default=BuildConfig().extractor)
+    ap.add_argument("--files-per-worker", type=int, default=3, help="build tasks per worker (one WARC copy each)")
     ap.add_argument("--cold", action="store_true", help="no warm-up: the first tasks pay the one-off imports and set-ups")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--child", nargs=3, metavar=("ENGINE", "WORKERS", "TMP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         engine, w, tmp = args.child
-        r = one_build(Path(tmp) / "src.warc.gz", Path(tmp), engine, int(w), args.extractor, args.cold)
+        r = one_build(Path(tmp) / "src.warc.gz", Path(tmp), engine, int(w), args.extractor, args.cold,
+                      args.files_per_worker)
         print("ROW " + json.dumps(r), flush=True)
         return 0
     widths = [int(x) for x in args.workers.split(",")]
@@ -207,7 +208,8 @@ def main() -> int:
         make_input(tmp, args.warc)
         for engine in engines:
             for w in widths:
-                cmd = [sys.executable, __file__, "--child", engine, str(w), str(tmp), "--extractor", args.extractor]
+                cmd = [sys.executable, __file__, "--child", engine, str(w), str(tmp), "--extractor", args.extractor,
+                       "--files-per-worker", str(args.files_per_worker)]
                 p = subprocess.run(cmd + (["--cold"] if args.cold else []), capture_output=True, text=True)
                 line = next((x for x in p.stdout.splitlines() if x.startswith("ROW ")), None)
                 if p.returncode or line is None:
@@ -219,7 +221,7 @@ def main() -> int:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
                 print(json.dumps({k: v for k, v in r.items() if k != "timeline"} |
                                  {"timeline": {k: v for k, v in r["timeline"].items() if k != "tasks"}}), flush=True)
-    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {FILES_PER_WORKER} x 320 pages per worker, "
+    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {args.files_per_worker} x 320 pages per worker, "
           f"{'cold (one-off imports timed)' if args.cold else 'start-up untimed (Ray: init + warm-up; local: driver warm-up)'}")
     print("| engine | workers | pages | wall s | pages/s | speed-up | efficiency | filter / dedup / finish s "
           "| workers used (max tasks) | first / last worker start s | busy | task s (first / later) | tail s "

@@ -8,7 +8,8 @@ reference: one more forward, counted against us); python tool off (TRL's trainer
 Random weights: throughput does not depend on them, and nearly every rollout runs to the length cap
 in both, so both write the same number of tokens.
 
-Reported per system, over the steps after the first (warm-up: CUDA graphs, allocator):
+Reported per system, over the steps after the first `--warmup` (CUDA graphs, allocator; TRL's
+step times were still falling over its first four steps on an H200):
   rollout tok/s   completion tokens / time spent generating them
   step s          wall time of one optimizer step (rollouts + reward + loss + update)
   steps/hour      3600 / step s
@@ -63,7 +64,7 @@ def run_ours(run_dir: Path, args, out: Path) -> dict:
     else:
         run_rl(cfg, log=lambda *a: None)
     recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    tr = [r for r in recs if r["kind"] == "train"][1:]  # the first step warms up
+    tr = [r for r in recs if r["kind"] == "train"][args.warmup:]
     rows = args.prompts * args.group
     tokens = sum(r["response_len"] * rows for r in tr)
     return {"rollout_tok_s": tokens / sum(r["rollout_s"] for r in tr),
@@ -142,7 +143,7 @@ def run_trl(model, tok_dir: Path, args, out: Path) -> dict:
     trainer = GRPOTrainer(model=hf, reward_funcs=reward, args=gcfg, train_dataset=data, processing_class=hf_tok,
                           callbacks=[Timer()])
     trainer.train()
-    st, gt, ln = step_times[1:], gen_time[1:], lens[1:]
+    st, gt, ln = step_times[args.warmup:], gen_time[args.warmup:], lens[args.warmup:]
     mean_len = statistics.mean(ln) if ln else float(args.new_tokens)
     return {"rollout_tok_s": mean_len * rows * len(gt) / sum(gt), "step_s": statistics.mean(st), "mean_len": mean_len}
 
@@ -156,7 +157,8 @@ def main():
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--top-k", type=int, default=50)
-    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per system (the first is warm-up)")
+    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per system, warm-up included")
+    ap.add_argument("--warmup", type=int, default=1, help="steps per system left out of the timing")
     ap.add_argument("--device-batch-size", type=int, default=128, help="our rollouts per forward/backward")
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of our run (slows it)")
@@ -181,7 +183,7 @@ def main():
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     import trl
     print(f"\nGRPO throughput, {args.preset} (random weights, vocab {tok.vocab_size}), {args.prompts} prompts x "
-          f"{args.group} samples, <= {args.new_tokens} new tokens, {args.steps - 1} timed steps; {dev}; "
+          f"{args.group} samples, <= {args.new_tokens} new tokens, {args.steps - args.warmup} timed steps; {dev}; "
           f"torch {torch.__version__}, trl {trl.__version__}")
     print(f"{'system':<28} {'rollout tok/s':>14} {'step s':>9} {'steps/hour':>11} {'mean len':>9}")
     for name, r in res.items():

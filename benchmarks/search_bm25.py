@@ -73,7 +73,7 @@ def main():
             (f"recall@1, name as query ({len(web)})", sum(ours_hit[n_q:]) / len(web), sum(b_hit[n_q:]) / len(web))]
     print(f"{info['docs']:,} documents, {info['passages']:,} passages (bm25s: {len(passages):,}); "
           f"bm25s {bm25s.__version__}")
-    print(f"| metric | ours (SQLite FTS5) | bm25s | ratio ours/bm25s |\n|---|---|---|---|")
+    print("| metric | ours (SQLite FTS5) | bm25s | ratio ours/bm25s |\n|---|---|---|---|")
     for name, a, b in rows:
         print(f"| {name} | {a:.4g} | {b:.4g} | {a / b if b else float('nan'):.2f} |")
 

@@ -11,12 +11,16 @@
 # Output (logs, JSON rows with per-task timelines) goes to $OUT (default ./data-scaling-out).
 #
 #   LIMIT=270 bash scripts/gpu_data_scaling.sh      # seconds for both runs together
+#   WIDTHS=1,16 PER_WORKER=8 COLD=0 bash scripts/gpu_data_scaling.sh   # more tasks per worker
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-data-scaling-out}
 LIMIT=${LIMIT:-270}
 PKG=${RAY_PKG:-/tmp/raypkg}
 WIDTHS=${WIDTHS:-1,2,4,8,16}
+ENGINES=${ENGINES:-local,ray}
+PER_WORKER=${PER_WORKER:-3}  # build tasks (WARC copies) per worker
+COLD=${COLD:-1}              # also the cold Ray run
 mkdir -p "$OUT"
 end=$((SECONDS + LIMIT))
 if [ ! -x "$PKG/ray/core/src/ray/raylet/raylet" ]; then
@@ -31,11 +35,11 @@ $PY -c 'import ray, sys, os; print("ray", ray.__version__, ray.__file__, "python
   || exit 1
 # 1. both engines at 1..16 workers, warm start-up (untimed); 2. Ray cold (its first tasks pay the
 # one-off imports and set-ups) at 1 and 16, the 2026-12-02 table's way, if time is left
-timeout $((end - SECONDS - 45)) $PY -u benchmarks/data_scaling.py --workers "$WIDTHS" \
-  --json "$OUT/data_scaling.json" >"$OUT/data_scaling.log" 2>&1
+timeout $((end - SECONDS - 45)) $PY -u benchmarks/data_scaling.py --workers "$WIDTHS" --engines "$ENGINES" \
+  --files-per-worker "$PER_WORKER" --json "$OUT/data_scaling.json" >"$OUT/data_scaling.log" 2>&1
 echo "warm run: exit $?"
 left=$((end - SECONDS))
-if [ "$left" -gt 30 ]; then
+if [ "$left" -gt 30 ] && [ "$COLD" = 1 ]; then
   timeout "$left" $PY -u benchmarks/data_scaling.py --engines ray --workers "1,${WIDTHS##*,}" --cold \
     --json "$OUT/data_scaling_cold.json" >"$OUT/data_scaling_cold.log" 2>&1
   echo "cold run: exit $?"

@@ -131,11 +131,17 @@ class DPOConfig:
     seed: int = 0
     resume: bool = False
     compile: bool = False
-    # one row per pair, its prompt read once (pairs.shared_prompt_batch); None = on a CPU only. On a
-    # GPU the mask that keeps the two replies apart moves attention off the flash kernel: at d12 on
-    # an H200 that step ran at 10.3 steps/s against 15.0 for two plain causal rows (2026-12-03,
-    # docs/benchmarks.md)
+    # one row per pair, its prompt read once (pairs.shared_prompt_batch), or two rows per pair (TRL's
+    # layout); None = default_shared_prompt(device)
     shared_prompt: bool | None = None
+
+
+def default_shared_prompt(device) -> bool:
+    """Whether `chatforge dpo` reads each pair's prompt once on this device (DPOConfig.shared_prompt).
+    On a GPU the mask that keeps the two replies apart needs FlexAttention's BlockMask: as a dense
+    mask it moved SDPA off the flash kernel, and at d12 on an H200 that step ran at 10.3 steps/s
+    against 15.0 for two plain causal rows (2026-12-03, docs/benchmarks.md)."""
+    return True
 
 
 def run_dpo(cfg: DPOConfig, log=print) -> Path:
@@ -165,7 +171,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     device = torch.device(cfg.device or default_device())
     torch.manual_seed(cfg.seed)
     if cfg.shared_prompt is None:
-        cfg = replace(cfg, shared_prompt=device.type != "cuda")
+        cfg = replace(cfg, shared_prompt=default_shared_prompt(device))
     policy, tokenizer, base_config = load_run(base, device=device)
     if tokenizer is None:
         raise ChatforgeError(f"{base}/tokenizer is missing")
