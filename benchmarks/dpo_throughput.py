@@ -5,8 +5,7 @@ same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exa
 prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
 step is `--batch` pairs, forward + backward + optimizer step. Ours runs each layout `--repeats`
 times, in rounds (best of each): each pair's prompt read once (`shared prompt`: one row per pair,
-a mask keeps the two replies apart; on CUDA a FlexAttention BlockMask, and also once with the dense
-boolean mask), and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
+a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
 Each side runs its own default optimizer (ours: Muon + AdamW; TRL: AdamW) and precision (bf16
@@ -67,7 +66,8 @@ def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
     cfg = DPOConfig(output_dir=out_dir, beta=0.1, per_device_train_batch_size=args.batch, max_steps=args.warmup + args.steps,
                     report_to=[], save_strategy="no", logging_steps=10 ** 6, bf16=device.type == "cuda",
                     use_cpu=device.type == "cpu", max_length=None, precompute_ref_log_probs=args.ref == "precompute",
-                    dataloader_num_workers=0, learning_rate=1e-6, disable_dropout=True, gradient_checkpointing=False)
+                    dataloader_num_workers=0, learning_rate=1e-6, disable_dropout=True, gradient_checkpointing=False,
+                    torch_compile=args.compile)
     try:
         dataset = datasets.Dataset.from_list(rows)
     except Exception:  # pickle.PicklingError on the GPU image (Python 3.12, pyarrow 24): datasets' content
@@ -85,7 +85,7 @@ def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
     return (len(t) - 1) / (t[-1] - t[0]), (len(ex["prompt_ids"]), len(ex["chosen_ids"])), trainer.train_dataset
 
 
-def run_ours(policy, ref, prepared, args, device, shared_prompt=True, block_mask=None):
+def run_ours(policy, ref, prepared, args, device, shared_prompt=True):
     from chatforge.posttrain.dpo import compile_blocks, dpo_loss, pair_logps, reply_logps
     from chatforge.posttrain.pairs import PairIds, logp_batch
     from chatforge.train.optim import build_optimizers
@@ -106,7 +106,7 @@ def run_ours(policy, ref, prepared, args, device, shared_prompt=True, block_mask
     times = []
     for step in range(args.warmup + args.steps):
         sel = [(step * args.batch + i) % len(pairs) for i in range(args.batch)]
-        x, y, pos, mask = logp_batch([pairs[i] for i in sel], pad, device, shared_prompt, block_mask)
+        x, y, pos, mask = logp_batch([pairs[i] for i in sel], pad, device, shared_prompt)
         lp = reply_logps(policy, x, y, autocast, pos, mask)
         if ref_c is None:
             with torch.no_grad():
@@ -136,7 +136,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--ref", default="precompute", choices=["precompute", "online"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile our policy (TRL: torch_compile is not set)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both: our policy's blocks, TRL's torch_compile")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2, help="rounds over our layouts; each reports its best")
     ap.add_argument("--profile", action="store_true", help="then a torch.profiler table of our default layout")
@@ -166,18 +166,16 @@ def main():
     ref = GPT(cfg).to(device)
     ref.load_state_dict(state)
     ref.requires_grad_(False).eval()
-    layouts = [("shared prompt", True, None), ("two rows", False, None)]
-    if device.type == "cuda":  # the shared layout's mask as FlexAttention's BlockMask and as a dense mask
-        layouts.insert(1, ("shared prompt, dense mask", True, False))
+    layouts = [("shared prompt", True), ("two rows", False)]
     ours, trl_sps = {}, 0.0
     for _ in range(args.repeats):  # rounds over TRL and our layouts, best of each: no drift favours one side
         with tempfile.TemporaryDirectory() as d:
             sps, shape, prepared = run_trl(hf_model(), hf_model(), tok, rows, args, device, d)
         trl_sps = max(trl_sps, sps)
-        for layout, shared, block_mask in layouts:
+        for layout, shared in layouts:
             policy = GPT(cfg).to(device)
             policy.load_state_dict(state)  # each run trains its own copy from the same weights
-            ours[layout] = max(ours.get(layout, 0.0), run_ours(policy, ref, prepared, args, device, shared, block_mask))
+            ours[layout] = max(ours.get(layout, 0.0), run_ours(policy, ref, prepared, args, device, shared))
     from chatforge.posttrain.dpo import default_shared_prompt
 
     default = "shared prompt" if default_shared_prompt(device) else "two rows"  # `chatforge dpo`'s layout here
@@ -187,8 +185,7 @@ def main():
            "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
            "compile": args.compile, "torch": torch.__version__, "repeats": args.repeats, "ours_steps_s": ours_sps,
            "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
-           "ours_two_rows_steps_s": ours["two rows"],
-           "ours_shared_prompt_dense_mask_steps_s": ours.get("shared prompt, dense mask"), "trl_steps_s": trl_sps,
+           "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps,
            "ratio": ours_sps / trl_sps}
     print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
           f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, best of {args.repeats}")
@@ -204,13 +201,13 @@ def main():
         from torch.profiler import ProfilerActivity, profile
 
         best = max(ours, key=ours.get)
-        _, shared, block_mask = next(x for x in layouts if x[0] == best)
+        shared = dict(layouts)[best]
         print(f"profile of ours, {best}:")
         policy = GPT(cfg).to(device)
         policy.load_state_dict(state)
         short = argparse.Namespace(**{**vars(args), "steps": 5, "warmup": 1})
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
-            run_ours(policy, ref, prepared, short, device, shared, block_mask)
+            run_ours(policy, ref, prepared, short, device, shared)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
 

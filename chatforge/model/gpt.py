@@ -169,27 +169,6 @@ def linear(x, w, fp8="off", x_scale=None):
     return F.linear(x, w)
 
 
-_compiled_flex = None
-
-
-def training_attention(q, k, v, mask, gqa):
-    """Attention without a cache: causal (mask None), or a mask for rows that pack several sequences,
-    e.g. a preference pair's prompt read once for both replies (posttrain/pairs.py). The mask is a
-    boolean [B, 1, T, T] (True = attend), or a FlexAttention BlockMask: on a GPU a dense mask moves
-    SDPA off its flash kernel, while FlexAttention compiles the mask into a fused kernel that also
-    skips the blocks it masks out entirely (no backward on a CPU, so CPUs get the boolean mask)."""
-    if mask is None or isinstance(mask, torch.Tensor):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
-    from torch.nn.attention.flex_attention import flex_attention
-
-    global _compiled_flex
-    if q.device.type != "cuda":  # unfused reference implementation: forward only (tests)
-        return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-    if _compiled_flex is None:  # flex_attention is only fast compiled; compile once per process
-        _compiled_flex = torch.compile(flex_attention)
-    return _compiled_flex(q, k, v, block_mask=mask, enable_gqa=gqa)
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer_idx: int):
         super().__init__()
@@ -226,7 +205,10 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         gqa = self.n_kv_head != self.n_head
         if kv_cache is None:
-            y = training_attention(q, k, v, attn_mask, gqa)
+            # attn_mask [B, 1, T, T] (True = attend) for rows packing several sequences, e.g. a
+            # preference pair's prompt read once for both replies (posttrain/pairs.py); else causal
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                               enable_gqa=gqa)
         else:
             p = kv_cache.pos
             kv_cache.k[self.layer_idx, :, :, p:p + T] = k.to(kv_cache.k.dtype)

@@ -137,11 +137,12 @@ class DPOConfig:
 
 
 def default_shared_prompt(device) -> bool:
-    """Whether `chatforge dpo` reads each pair's prompt once on this device (DPOConfig.shared_prompt).
-    On a GPU the mask that keeps the two replies apart needs FlexAttention's BlockMask: as a dense
-    mask it moved SDPA off the flash kernel, and at d12 on an H200 that step ran at 10.3 steps/s
-    against 15.0 for two plain causal rows (2026-12-03, docs/benchmarks.md)."""
-    return True
+    """Whether `chatforge dpo` reads each pair's prompt once on this device (DPOConfig.shared_prompt):
+    on a CPU only. On a GPU the mask that keeps the two replies apart moves attention off its flash
+    kernel; at d12 on an H200, batch 8, 384 + 129 tokens (2026-12-03, docs/benchmarks.md) the step
+    ran at 22.4 steps/s against 26.5 for two plain causal rows (compiled: 27.0 and 30.3). The same
+    mask as a FlexAttention BlockMask was slower still (19.0), so it was dropped."""
+    return torch.device(device).type != "cuda"
 
 
 def run_dpo(cfg: DPOConfig, log=print) -> Path:

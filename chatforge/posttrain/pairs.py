@@ -289,15 +289,14 @@ def pair_batch(pairs: list[PairIds], pad_id: int, device):
     return x.to(device), y.to(device), last.to(device)
 
 
-def shared_prompt_batch(pairs: list[PairIds], pad_id: int, device, block_mask: bool = False):
+def shared_prompt_batch(pairs: list[PairIds], pad_id: int, device):
     """B pairs -> (ids [B, L], targets [2B, L], positions [B, L], mask [B, 1, L, L]) with each
     prompt read once: row i is prompt + chosen + rejected. The rejected reply's positions restart
     where the prompt ends, and the mask lets its tokens see the prompt and themselves but not the
     chosen reply, so every token sees exactly what it sees in `pair_batch`'s rows. targets rows
     0..B-1 hold the chosen reply's tokens at the positions that predict them, rows B..2B-1 the
     rejected one's (the prompt's last position predicts both first tokens). A pair of a 384-token
-    prompt and two 129-token replies is 642 positions instead of 2 x 513. block_mask: the same mask
-    as a FlexAttention BlockMask (model.gpt.training_attention: what a GPU should use)."""
+    prompt and two 129-token replies is 642 positions instead of 2 x 513."""
     import torch
 
     B = len(pairs)
@@ -315,30 +314,15 @@ def shared_prompt_batch(pairs: list[PairIds], pad_id: int, device, block_mask: b
         y[i, P - 1:P + C - 1] = torch.tensor(p.chosen)
         y[B + i, P - 1] = p.rejected[0]
         y[B + i, P + C:P + C + R - 1] = torch.tensor(p.rejected[1:])
-    if block_mask:
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        part = part.to(device)
-
-        def see(b, h, q, kv):  # causal, and rejected tokens never see chosen ones
-            return (q >= kv) & ~((part[b, q] == 2) & (part[b, kv] == 1))
-
-        mask = create_block_mask(see, B, None, L, L, device=device)
-        return x.to(device), y.to(device), pos.to(device), mask
     causal = torch.ones(L, L, dtype=torch.bool).tril()
     mask = causal & ~((part[:, :, None] == 2) & (part[:, None, :] == 1))  # rejected tokens never see chosen ones
     return x.to(device), y.to(device), pos.to(device), mask[:, None].to(device)
 
 
-def logp_batch(pairs: list[PairIds], pad_id: int, device, shared_prompt: bool = True, block_mask: bool | None = None):
+def logp_batch(pairs: list[PairIds], pad_id: int, device, shared_prompt: bool = True):
     """(ids, targets, positions, mask) for dpo.reply_logps: each prompt read once
-    (`shared_prompt_batch`; its mask a BlockMask on CUDA unless block_mask=False), or one row per
-    side (`pair_batch`; positions and mask None)."""
+    (`shared_prompt_batch`), or one row per side (`pair_batch`; positions and mask None)."""
     if shared_prompt:
-        import torch
-
-        if block_mask is None:
-            block_mask = torch.device(device).type == "cuda"
-        return shared_prompt_batch(pairs, pad_id, device, block_mask)
+        return shared_prompt_batch(pairs, pad_id, device)
     x, y, _ = pair_batch(pairs, pad_id, device)
     return x, y, None, None
