@@ -8,7 +8,8 @@ times, in rounds (best of each): each pair's prompt read once (`shared prompt`: 
 a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
-Each side runs its own default optimizer (ours: Muon + AdamW; TRL: AdamW) and precision (bf16
+Each side runs its own default optimizer (ours: Muon + AdamW, or
+AdamW alone with `--optimizer adamw`; TRL: AdamW) and precision (bf16
 autocast on CUDA for both, fp32 on CPU). Timed: steps after `--warmup`, wall clock with a
 device sync. The ratio is only meaningful within one run (same machine, same load).
 
@@ -96,7 +97,7 @@ def run_ours(policy, ref, prepared, args, device, shared_prompt=True):
     ref_c = ref_r = None
     if args.ref == "precompute":
         ref_c, ref_r = pair_logps(ref, pairs, pad, device, args.batch, autocast, shared_prompt)
-    opts = build_optimizers(policy)
+    opts = build_optimizers(policy, use_muon=args.optimizer == "muon")
     for o in opts:
         for g in o.param_groups:
             g["lr"] = g["initial_lr"] * 0.01
@@ -136,6 +137,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--ref", default="precompute", choices=["precompute", "online"])
+    ap.add_argument("--optimizer", default="muon", choices=["muon", "adamw"],
+                    help="ours: Muon + AdamW (chatforge dpo's default) or AdamW only (TRL's optimizer)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both: our policy's blocks, TRL's torch_compile")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2, help="rounds over our layouts; each reports its best")
@@ -183,12 +186,12 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
            "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
-           "compile": args.compile, "torch": torch.__version__, "repeats": args.repeats, "ours_steps_s": ours_sps,
+           "compile": args.compile, "optimizer": args.optimizer, "torch": torch.__version__, "repeats": args.repeats, "ours_steps_s": ours_sps,
            "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
            "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps,
            "ratio": ours_sps / trl_sps}
     print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
-          f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, best of {args.repeats}")
+          f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, our optimizer {args.optimizer}, best of {args.repeats}")
     print(f"{'':38}{'steps/s':>10}{'vs TRL':>10}")
     for layout, sps in ours.items():
         label = "ours, " + layout + (" (default)" if layout == default else "")

@@ -134,6 +134,10 @@ class DPOConfig:
     # one row per pair, its prompt read once (pairs.shared_prompt_batch), or two rows per pair (TRL's
     # layout); None = default_shared_prompt(device)
     shared_prompt: bool | None = None
+    # muon: Muon on the hidden matrices + AdamW, as pretraining and SFT; adamw: AdamW on every
+    # weight (TRL's DPOTrainer). At a few pairs per step Muon's Newton-Schulz is a fixed cost that
+    # weighs: at d12, 8 pairs, on an H200 its step spanned 14.7 ms of a 38 ms DPO step (2026-12-03)
+    optimizer: str = "muon"
 
 
 def default_shared_prompt(device) -> bool:
@@ -165,6 +169,8 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
         raise ChatforgeError(f"--ref {cfg.ref!r}: use precompute or online")
     if cfg.beta <= 0:
         raise ChatforgeError("--beta must be > 0")
+    if cfg.optimizer not in ("muon", "adamw"):
+        raise ChatforgeError(f"--optimizer {cfg.optimizer!r}: use muon or adamw")
     if is_finished(out):
         log(f"{out} is a finished DPO run; nothing to do")
         return out
@@ -194,7 +200,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     log(f"reference log-probs of {len(val) + (len(train) if ref_train is not None else 0):,} pairs "
         f"in {time.time() - t:.1f}s")
 
-    optimizers = build_optimizers(policy, lr_scale=cfg.lr_frac)
+    optimizers = build_optimizers(policy, lr_scale=cfg.lr_frac, use_muon=cfg.optimizer == "muon")
     data_state = {"seed": cfg.seed, "batch_size": cfg.batch_size, "n_train": len(train)}
     meta = dict(kind="dpo", base=str(base), base_step=base_config.get("step"), pairs=str(cfg.pairs),
                 dpo={**asdict(cfg)}, max_seq_len=max_len, total_steps=total, pair_stats=dict(stats),

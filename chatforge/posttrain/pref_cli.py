@@ -98,7 +98,7 @@ def _dpo(args):
                       max_val=args.max_val, limit=args.limit, eval_every=args.eval_every,
                       save_every=args.save_every, log_every=args.log_every, device=_device(args.device),
                       seed=args.seed, resume=args.resume, compile=args.compile,
-                      shared_prompt=args.shared_prompt))
+                      shared_prompt=args.shared_prompt, optimizer=args.optimizer))
     return 0
 
 
@@ -147,6 +147,9 @@ def register(sub):
     p.add_argument("--ref", default="precompute", choices=["precompute", "online"],
                    help="reference log-probs: once before training (default) or every step")
     p.add_argument("--compile", action="store_true", help="torch.compile the policy's blocks (GPU)")
+    p.add_argument("--optimizer", default="muon", choices=["muon", "adamw"],
+                   help="muon: Muon on the hidden matrices + AdamW (default, as pretraining and SFT); adamw: "
+                        "AdamW on everything (TRL's choice; a cheaper step at small batches)")
     p.add_argument("--shared-prompt", action=argparse.BooleanOptionalAction, default=None,
                    help="one row per pair, its prompt read once and a mask keeping the replies apart (same "
                         "log-probs, fewer tokens), or --no-shared-prompt: one row per side, the prompt read twice "

@@ -118,7 +118,8 @@ def test_dpo_loss_and_gradients_equal_trl(tiny_tokenizer, tmp_path):
     assert checked == len(list(policy.parameters()))
 
 
-def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path, optimizer):
     from chatforge.model import load_run, save_run
 
     tok = tiny_tokenizer
@@ -127,8 +128,10 @@ def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path):
     pairs.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
                              for p in synthetic_pairs(240, seed=0)))
     out = run_dpo(DPOConfig(base=str(base), pairs=str(pairs), out=str(tmp_path / "dpo"), steps=30, batch_size=8,
-                            lr_frac=0.05, val_frac=0.15, eval_every=0, device="cpu"), log=lambda *a: None)
+                            lr_frac=0.05, val_frac=0.15, eval_every=0, device="cpu", optimizer=optimizer),
+                  log=lambda *a: None)
     cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dpo"]["optimizer"] == optimizer
     before, after = cfg["val_before"], cfg["val_after"]
     assert before["val_margin"] == 0.0 and abs(before["val_loss"] - math.log(2)) < 1e-5  # policy == reference
     assert after["val_accuracy"] > 0.8 and after["val_margin"] > 0 and after["val_loss"] < math.log(2)
