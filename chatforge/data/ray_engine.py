@@ -218,7 +218,7 @@ class RayEngine:
         from tqdm import tqdm
 
         bar = tqdm(total=len(pending), desc=desc, unit="task", disable=self.quiet or not pending, mininterval=1.0)
-        total, t0, done = max(sum(sizes.values()), 1), time.perf_counter(), set()
+        t0, done = time.perf_counter(), set()
         base = ray.get(self.board.snapshot.remote())[:2] if self.board is not None else (0, 0)
         try:
             while pending:
