@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The post-training speed benchmarks of docs/benchmarks.md on one GPU box, in one call (< 10 min):
-# GRPO steps/hour (ours vs TRL's GRPOTrainer) and DPO steps/s (ours vs TRL's DPOTrainer), d12.
+# GRPO steps/hour (ours vs TRL's GRPOTrainer) and DPO steps/s (ours vs TRL's DPOTrainer, ours with
+# Muon and with AdamW), d12.
 # TRL, datasets, dill and multiprocess must be importable (the GPU image lacks them: carry their
 # py3 wheels and `pip install --no-deps --target DIR`, DIR on PYTHONPATH). Results go to $OUT as they
 # come (a command cut by its limit keeps what finished). TRL's first GRPO step takes ~20 s on a
@@ -12,8 +13,12 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-posttrain-bench-out}
 mkdir -p "$OUT"
 timeout 240 $PY benchmarks/rl_throughput.py --device cuda --preset d12 --prompts 16 --group 8 --new-tokens 256 \
-  --steps 6 --json "$OUT/rl_throughput.json" > "$OUT/rl_throughput.log" 2>&1
+  --steps 10 --warmup 3 --json "$OUT/rl_throughput.json" > "$OUT/rl_throughput.log" 2>&1
 echo "rl_throughput: exit $?"; grep -A6 "^ours:\|^GRPO throughput" "$OUT/rl_throughput.log"
-timeout 200 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
-  --steps 20 --warmup 3 --ref online --json "$OUT/dpo_throughput.json" > "$OUT/dpo_throughput.log" 2>&1
-echo "dpo_throughput: exit $?"; tail -5 "$OUT/dpo_throughput.log"
+# DPO: our default optimizer (Muon + AdamW), then AdamW alone as TRL; TRL and ours in 2 rounds each
+for opt in muon adamw; do
+  timeout 150 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
+    --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt --json "$OUT/dpo_throughput_$opt.json" \
+    > "$OUT/dpo_throughput_$opt.log" 2>&1
+  echo "dpo_throughput ($opt): exit $?"; grep -A5 "^DPO steps" "$OUT/dpo_throughput_$opt.log"
+done
