@@ -29,8 +29,14 @@ wall time / (workers * filter wall)), the mean task seconds and the tail (last t
 the earliest worker's last task end); and CPU seconds used during the build by the driver, by
 the workers and (Ray) by Ray's own processes (GCS, raylet, agents, dashboard, monitors; psutil).
 
+`--ceiling ROUNDS` measures the machine instead of the build: w freshly spawned processes each
+extract the same 320 pages ROUNDS times, all at once, with no build around them. If that scales
+no better than the build, the limit is the cores (contention for memory and caches, or a VM's
+neighbours), not the engines.
+
     python benchmarks/data_scaling.py [--warc web320.warc.gz] [--workers 1,2,4,8,16]
-        [--engines local,ray] [--extractor fast] [--cold] [--json rows.json]
+        [--engines local,ray] [--extractor fast] [--cold] [--files-per-worker 3] [--json rows.json]
+    python benchmarks/data_scaling.py --ceiling 3 --workers 1,16
 """
 
 from __future__ import annotations
@@ -181,6 +187,50 @@ def make_input(tmp: Path, warc: str | None) -> Path:
     return path
 
 
+def _ceiling_worker(args) -> tuple[float, float]:
+    """One process of the ceiling probe: the extractor alone over the 320 pages, `rounds` times, after
+    a barrier so every process runs at once -> (pages/s of this process, CPU seconds per page)."""
+    shared, extractor, rounds, barrier = args
+    import gzip
+
+    from chatforge.data.extract import get_backend
+
+    exp = json.loads((shared / "web" / "expected-snippets.json").read_text())
+    pages = [gzip.open(shared / "web" / "pages" / v["file"]).read().decode("utf-8", "replace") for v in exp.values()]
+    extract = get_backend(extractor)
+    extract(pages[0])  # imports and caches, untimed
+    barrier.wait()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(rounds):
+        for html in pages:
+            extract(html)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return rounds * len(pages) / wall, cpu / (rounds * len(pages))
+
+
+def ceiling(widths: list[int], extractor: str, rounds: int) -> list[dict]:
+    """What the machine allows: w fresh processes (spawned, as Ray's workers) each extracting the same
+    pages, no build around it. If this scales no better than the build, the cores are the limit."""
+    import multiprocessing as mp
+
+    from chatforge.common import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
+        sys.exit("no ../shared/data/web (set CHATFORGE_SHARED_DATA)")
+    ctx, rows = mp.get_context("spawn"), []
+    for w in widths:
+        with ctx.Manager() as manager, ctx.Pool(w) as pool:
+            barrier = manager.Barrier(w)
+            res = pool.map(_ceiling_worker, [(shared, extractor, rounds, barrier)] * w)
+        rate = sum(r[0] for r in res)
+        rows.append({"workers": w, "pages_per_s": rate, "cpu_ms_per_page": 1000 * sum(r[1] for r in res) / w})
+        base = rows[0]["pages_per_s"]
+        print(f"ceiling {w:>2} processes: {rate:8.1f} pages/s, efficiency {rate / (w * base):.2f}, "
+              f"CPU {rows[-1]['cpu_ms_per_page']:.1f} ms per page", flush=True)
+    return rows
+
+
 def main() -> int:
     from chatforge.data.build import BuildConfig
 
@@ -191,6 +241,8 @@ def main() -> int:
     ap.add_argument("--extractor", default=BuildConfig().extractor)
     ap.add_argument("--files-per-worker", type=int, default=3, help="build tasks per worker (one WARC copy each)")
     ap.add_argument("--cold", action="store_true", help="no warm-up: the first tasks pay the one-off imports and set-ups")
+    ap.add_argument("--ceiling", type=int, metavar="ROUNDS", help="instead of builds: the extractor alone in w "
+                    "spawned processes, ROUNDS passes over the 320 pages each (the machine's own scaling)")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--child", nargs=3, metavar=("ENGINE", "WORKERS", "TMP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -201,6 +253,11 @@ def main() -> int:
         print("ROW " + json.dumps(r), flush=True)
         return 0
     widths = [int(x) for x in args.workers.split(",")]
+    if args.ceiling:
+        rows = ceiling(widths, args.extractor, args.ceiling)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     engines = args.engines.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as d:

@@ -33,6 +33,11 @@ chmod +x "$PKG/ray/core/src/ray/raylet/raylet" "$PKG/ray/core/src/ray/gcs/gcs_se
 export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0
 $PY -c 'import ray, sys, os; print("ray", ray.__version__, ray.__file__, "python", sys.version.split()[0], os.cpu_count(), "cores")' \
   || exit 1
+# 0. the machine's own scaling: the extractor alone in 1 and 16 spawned processes (CEILING=0: skip)
+if [ "${CEILING:-3}" != 0 ]; then
+  timeout 120 $PY -u benchmarks/data_scaling.py --ceiling "${CEILING:-3}" --workers "1,${WIDTHS##*,}" \
+    --json "$OUT/ceiling.json" 2>&1 | tee "$OUT/ceiling.log"
+fi
 # 1. both engines at 1..16 workers, warm start-up (untimed); 2. Ray cold (its first tasks pay the
 # one-off imports and set-ups) at 1 and 16, the 2026-12-02 table's way, if time is left
 timeout $((end - SECONDS - 45)) $PY -u benchmarks/data_scaling.py --workers "$WIDTHS" --engines "$ENGINES" \
