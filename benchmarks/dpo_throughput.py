@@ -142,7 +142,8 @@ def main():
     ap.add_argument("--compile", action="store_true", help="torch.compile both: our policy's blocks, TRL's torch_compile")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2, help="rounds over our layouts; each reports its best")
-    ap.add_argument("--profile", action="store_true", help="then a torch.profiler table of our default layout")
+    ap.add_argument("--profile", action="store_true", help="then a torch.profiler table of our fastest layout")
+    ap.add_argument("--trace", help="with --profile: also write its timeline here (gzipped chrome trace)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -213,6 +214,14 @@ def main():
             run_ours(policy, ref, prepared, short, device, shared)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
+        if args.trace:  # the timeline (chrome://tracing, Perfetto): where the GPU waits on the host
+            import gzip
+            import shutil
+
+            with tempfile.TemporaryDirectory() as d:
+                prof.export_chrome_trace(f"{d}/trace.json")
+                with open(f"{d}/trace.json", "rb") as src, gzip.open(args.trace, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
 
 
 if __name__ == "__main__":

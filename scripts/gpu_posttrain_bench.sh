@@ -19,6 +19,7 @@ echo "rl_throughput: exit $?"; grep -A6 "^ours:\|^GRPO throughput" "$OUT/rl_thro
 for opt in muon adamw; do
   timeout 150 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
     --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt --json "$OUT/dpo_throughput_$opt.json" \
+    --profile --trace "$OUT/dpo_trace_$opt.json.gz" \
     > "$OUT/dpo_throughput_$opt.log" 2>&1
   echo "dpo_throughput ($opt): exit $?"; grep -A5 "^DPO steps" "$OUT/dpo_throughput_$opt.log"
 done
