@@ -119,8 +119,12 @@ def test_dpo_loss_and_gradients_equal_trl(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["muon", "adamw"])
-def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path, optimizer):
+def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path, optimizer, monkeypatch):
     from chatforge.model import load_run, save_run
+    from chatforge.train.optim import Muon
+
+    muon_steps = []
+    monkeypatch.setattr(Muon, "step", lambda self, *a, _step=Muon.step: muon_steps.append(1) or _step(self, *a))
 
     tok = tiny_tokenizer
     base = save_run(tmp_path / "sft", _tiny_gpt(tok.vocab_size, 0), tok, kind="sft", step=0)
@@ -131,7 +135,7 @@ def test_tiny_dpo_learns_heldout_pairs(tiny_tokenizer, tmp_path, optimizer):
                             lr_frac=0.05, val_frac=0.15, eval_every=0, device="cpu", optimizer=optimizer),
                   log=lambda *a: None)
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["dpo"]["optimizer"] == optimizer
+    assert cfg["dpo"]["optimizer"] == optimizer and (len(muon_steps) == 30) == (optimizer == "muon")
     before, after = cfg["val_before"], cfg["val_after"]
     assert before["val_margin"] == 0.0 and abs(before["val_loss"] - math.log(2)) < 1e-5  # policy == reference
     assert after["val_accuracy"] > 0.8 and after["val_margin"] > 0 and after["val_loss"] < math.log(2)
