@@ -3,14 +3,14 @@
 Both train the same weights (our GPT exported to HF LlamaForCausalLM, the names map 1:1) on the
 same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exactly `--prompt`
 prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
-step is `--batch` pairs, forward + backward + optimizer step. Ours runs each layout `--repeats`
-times, in rounds (best of each): each pair's prompt read once (`shared prompt`: one row per pair,
-a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
+step is `--batch` pairs, forward + backward + optimizer step. TRL and each of our layouts run
+`--repeats` times, in rounds (best of each): each pair's prompt read once (`shared prompt`: one
+row per pair, a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen
+and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
-Each side runs its own default optimizer (ours: Muon + AdamW, or
-AdamW alone with `--optimizer adamw`; TRL: AdamW) and precision (bf16
-autocast on CUDA for both, fp32 on CPU). Timed: steps after `--warmup`, wall clock with a
+Each side runs its own optimizer (ours: Muon + AdamW, or AdamW alone with `--optimizer adamw`;
+TRL: AdamW) and precision (bf16 autocast on CUDA for both, fp32 on CPU). Timed: steps after `--warmup`, wall clock with a
 device sync. The ratio is only meaningful within one run (same machine, same load).
 
     python benchmarks/dpo_throughput.py --preset d2 --batch 4 --prompt 96 --reply 32 --steps 10  # CPU
@@ -141,7 +141,7 @@ def main():
                     help="ours: Muon + AdamW (chatforge dpo's default) or AdamW only (TRL's optimizer)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both: our policy's blocks, TRL's torch_compile")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=2, help="rounds over our layouts; each reports its best")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds over TRL and our layouts; each reports its best")
     ap.add_argument("--profile", action="store_true", help="then a torch.profiler table of our fastest layout")
     ap.add_argument("--trace", help="with --profile: also write its timeline here (gzipped chrome trace)")
     ap.add_argument("--json", help="write the results here")
@@ -187,12 +187,14 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
            "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
-           "compile": args.compile, "optimizer": args.optimizer, "torch": torch.__version__, "repeats": args.repeats, "ours_steps_s": ours_sps,
+           "compile": args.compile, "optimizer": args.optimizer, "torch": torch.__version__,
+           "repeats": args.repeats, "ours_steps_s": ours_sps,
            "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
            "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps,
            "ratio": ours_sps / trl_sps}
     print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
-          f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, our optimizer {args.optimizer}, best of {args.repeats}")
+          f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, our optimizer {args.optimizer}, "
+          f"best of {args.repeats}")
     print(f"{'':38}{'steps/s':>10}{'vs TRL':>10}")
     for layout, sps in ours.items():
         label = "ours, " + layout + (" (default)" if layout == default else "")
