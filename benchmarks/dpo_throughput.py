@@ -10,8 +10,9 @@ and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
 Each side runs its own optimizer (ours: Muon + AdamW, or AdamW alone with `--optimizer adamw`;
-TRL: AdamW) and precision (bf16 autocast on CUDA for both, fp32 on CPU). Timed: steps after `--warmup`, wall clock with a
-device sync. The ratio is only meaningful within one run (same machine, same load).
+TRL: AdamW) and precision (bf16 autocast on CUDA for both, fp32 on CPU). Timed: steps after
+`--warmup`, wall clock with a device sync. The ratio is only meaningful within one run (same
+machine, same load).
 
     python benchmarks/dpo_throughput.py --preset d2 --batch 4 --prompt 96 --reply 32 --steps 10  # CPU
     python benchmarks/dpo_throughput.py --preset d12 --batch 8 --prompt 384 --reply 128 --steps 30  # GPU
