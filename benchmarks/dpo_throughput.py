@@ -3,7 +3,7 @@
 Both train the same weights (our GPT exported to HF LlamaForCausalLM, the names map 1:1) on the
 same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exactly `--prompt`
 prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
-step is `--batch` pairs, forward + backward + optimizer step. TRL and each of our layouts run
+step is `--accum` (1) forward + backward passes of `--batch` pairs each, then the optimizer step. TRL and each of our layouts run
 `--repeats` times, in rounds (best of each): each pair's prompt read once (`shared prompt`: one
 row per pair, a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen
 and prompt + rejected, 2 x batch rows).
@@ -66,6 +66,7 @@ def run_trl(model_hf, ref_hf, tok, rows, args, device, out_dir):
             times.append(time.perf_counter())
 
     cfg = DPOConfig(output_dir=out_dir, beta=0.1, per_device_train_batch_size=args.batch, max_steps=args.warmup + args.steps,
+                    gradient_accumulation_steps=args.accum,
                     report_to=[], save_strategy="no", logging_steps=10 ** 6, bf16=device.type == "cuda",
                     use_cpu=device.type == "cpu", max_length=None, precompute_ref_log_probs=args.ref == "precompute",
                     dataloader_num_workers=0, learning_rate=1e-6, disable_dropout=True, gradient_checkpointing=False,
@@ -107,17 +108,19 @@ def run_ours(policy, ref, prepared, args, device, shared_prompt=True):
     policy.train()
     times = []
     for step in range(args.warmup + args.steps):
-        sel = [(step * args.batch + i) % len(pairs) for i in range(args.batch)]
-        x, y, pos, mask = logp_batch([pairs[i] for i in sel], pad, device, shared_prompt)
-        lp = reply_logps(policy, x, y, autocast, pos, mask)
-        if ref_c is None:
-            with torch.no_grad():
-                rl = reply_logps(ref, x, y, autocast, pos, mask)
-            rc, rr = rl[:args.batch], rl[args.batch:]
-        else:
-            rc, rr = ref_c[sel].to(device), ref_r[sel].to(device)
-        loss, _, _ = dpo_loss(lp[:args.batch], lp[args.batch:], rc, rr, 0.1)
-        loss.backward()
+        for micro in range(args.accum):  # `--accum` forward/backward passes per optimizer step
+            first = (step * args.accum + micro) * args.batch
+            sel = [(first + i) % len(pairs) for i in range(args.batch)]
+            x, y, pos, mask = logp_batch([pairs[i] for i in sel], pad, device, shared_prompt)
+            lp = reply_logps(policy, x, y, autocast, pos, mask)
+            if ref_c is None:
+                with torch.no_grad():
+                    rl = reply_logps(ref, x, y, autocast, pos, mask)
+                rc, rr = rl[:args.batch], rl[args.batch:]
+            else:
+                rc, rr = ref_c[sel].to(device), ref_r[sel].to(device)
+            loss, _, _ = dpo_loss(lp[:args.batch], lp[args.batch:], rc, rr, 0.1)
+            (loss / args.accum).backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         for o in opts:
             o.step()
@@ -132,7 +135,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="d2")
     ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--batch", type=int, default=4, help="pairs per step")
+    ap.add_argument("--batch", type=int, default=4, help="pairs per forward")
+    ap.add_argument("--accum", type=int, default=1, help="forwards per optimizer step (TRL: gradient_accumulation_steps)")
     ap.add_argument("--prompt", type=int, default=96)
     ap.add_argument("--reply", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
@@ -165,7 +169,7 @@ def main():
         m.load_state_dict(state, strict=False)
         return m.to(device)
 
-    n = args.batch * (args.warmup + args.steps)
+    n = args.batch * args.accum * (args.warmup + args.steps)
     rows = make_rows(n, args.prompt, args.reply, args.vocab)
     tok = word_tokenizer(args.vocab)
     ref = GPT(cfg).to(device)
@@ -187,13 +191,13 @@ def main():
     ours_sps = ours[default]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
-           "batch_pairs": args.batch, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
+           "batch_pairs": args.batch, "accum": args.accum, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
            "compile": args.compile, "optimizer": args.optimizer, "torch": torch.__version__,
            "repeats": args.repeats, "ours_steps_s": ours_sps,
            "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
            "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps,
            "ratio": ours_sps / trl_sps}
-    print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.batch} pairs x "
+    print(f"\nDPO steps/s on {name}: {args.preset} ({res['params_M']}M params), {args.accum} x {args.batch} pairs x "
           f"({shape[0]} prompt + {shape[1]} reply tokens), reference {args.ref}, our optimizer {args.optimizer}, "
           f"best of {args.repeats}")
     print(f"{'':38}{'steps/s':>10}{'vs TRL':>10}")

@@ -8,6 +8,7 @@
 # fresh box, hence the generous limits.
 #
 #   OUT=DIR bash scripts/gpu_posttrain_bench.sh
+#   DPO_ACCUM=2 OUT=DIR bash ...   # 2 x 8 pairs per optimizer step (`chatforge dpo`'s default 16)
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-posttrain-bench-out}
@@ -18,7 +19,8 @@ echo "rl_throughput: exit $?"; grep -A6 "^ours:\|^GRPO throughput" "$OUT/rl_thro
 # DPO: our default optimizer (Muon + AdamW), then AdamW alone as TRL; TRL and ours in 2 rounds each
 for opt in muon adamw; do
   timeout 150 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
-    --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt --json "$OUT/dpo_throughput_$opt.json" \
+    --accum "${DPO_ACCUM:-1}" --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt \
+    --json "$OUT/dpo_throughput_$opt.json" \
     --profile --trace "$OUT/dpo_trace_$opt.json.gz" \
     > "$OUT/dpo_throughput_$opt.log" 2>&1
   echo "dpo_throughput ($opt): exit $?"; grep -A5 "^DPO steps" "$OUT/dpo_throughput_$opt.log"
