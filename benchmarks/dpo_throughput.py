@@ -3,10 +3,10 @@
 Both train the same weights (our GPT exported to HF LlamaForCausalLM, the names map 1:1) on the
 same token ids: a word-level tokenizer where "w17" is id 17, so each pair is exactly `--prompt`
 prompt tokens and `--reply` tokens per reply (TRL appends EOS; our rows get the same ids). A
-step is `--accum` (1) forward + backward passes of `--batch` pairs each, then the optimizer step. TRL and each of our layouts run
-`--repeats` times, in rounds (best of each): each pair's prompt read once (`shared prompt`: one
-row per pair, a mask keeps the two replies apart), and TRL's layout (`two rows`: prompt + chosen
-and prompt + rejected, 2 x batch rows).
+step is `--accum` (default 1) forward + backward passes of `--batch` pairs each, then the
+optimizer step. TRL and each of our layouts run `--repeats` times, in rounds (best of each): each
+pair's prompt read once (`shared prompt`: one row per pair, a mask keeps the two replies apart),
+and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch rows).
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
 Each side runs its own optimizer (ours: Muon + AdamW, or AdamW alone with `--optimizer adamw`;
