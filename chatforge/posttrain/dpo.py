@@ -135,8 +135,9 @@ class DPOConfig:
     # layout); None = default_shared_prompt(device)
     shared_prompt: bool | None = None
     # muon: Muon on the hidden matrices + AdamW, as pretraining and SFT; adamw: AdamW on every
-    # weight (TRL's DPOTrainer). At a few pairs per step Muon's Newton-Schulz is a fixed cost that
-    # weighs: at d12, 8 pairs, on an H200 its step spanned 14.7 ms of a 38 ms DPO step (2026-12-03)
+    # weight (TRL's DPOTrainer). At a few pairs per step Muon's step is a fixed cost that weighs: at
+    # d12, 8 pairs, on an H200 it spanned 14.7 ms per step under the profiler (2026-12-03), where an
+    # unprofiled step takes 38 ms
     optimizer: str = "muon"
 
 
