@@ -302,24 +302,22 @@ class Engine:
                         events.append(ev)
                         finished.append(j)
             yield events
-            keep = None
+            kept = None  # device index of the rows left, when some finished
             if finished:
                 keep = [j for j, row in enumerate(rows) if not row.finish]
                 if not keep:
                     return
                 if len(keep) < len(rows):
-                    dec.select(torch.tensor(keep, device=dev))
+                    kept = torch.tensor(keep, device=dev)
+                    dec.select(kept)
                     rows = [rows[j] for j in keep]
                     nxt, nxt_dev = [nxt[j] for j in keep], None
-                else:
-                    keep = None
             if ahead is not None:  # the next step already ran for the rows as they were
                 logits, pick = ahead
                 picked = dec.picked if pick else None
-                if keep is not None:
-                    index = torch.tensor(keep, device=dev)
-                    logits = logits.index_select(0, index)
-                    picked = (picked[0].index_select(0, index), picked[1].index_select(1, index)) if picked else None
+                if kept is not None:
+                    logits = logits.index_select(0, kept)
+                    picked = (picked[0].index_select(0, kept), picked[1].index_select(1, kept)) if picked else None
                 continue
             if admit is not None and dec.k.shape[1] > len(rows):
                 joined = admit(dec.k.shape[1] - len(rows), dec.pos, max_len - dec.pos)

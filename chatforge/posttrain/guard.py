@@ -90,9 +90,14 @@ class RewardHackingGuard:
         sound = [e for e in self.history if not e.signals.get("degenerate")] or self.history
         return max(sound, key=lambda e: (e.judge, -e.step)) if sound else None
 
+    @staticmethod
+    def repetition_limit(start: GuardEval) -> float:
+        """Twice the first evaluation's repetition, plus 0.1 (the SFT model repeats itself a little)."""
+        return 2 * start.signals.get("repetition", 0) + 0.1
+
     def repetitive(self, ev: GuardEval) -> bool:
-        """Repetition above twice the first evaluation's, plus 0.1 (the SFT model repeats itself a little)."""
-        return bool(self.history) and ev.signals.get("repetition", 0) > 2 * self.history[0].signals.get("repetition", 0) + 0.1
+        """Repetition above `repetition_limit` of the first evaluation."""
+        return bool(self.history) and ev.signals.get("repetition", 0) > self.repetition_limit(self.history[0])
 
     def update(self, ev: GuardEval) -> bool:
         """Record an evaluation; True when the run should stop."""
@@ -127,8 +132,8 @@ class RewardHackingGuard:
             out.append(f"replies {ev.signals['length_ratio']:.1f}x longer than at the start")
         if ev.signals.get("degenerate"):
             out.append(f"repetition {ev.signals['repetition']:.0%}")
-        if self.history and ev is self.history[0] and 2 * ev.signals.get("repetition", 0) + 0.1 >= 1:
-            # the limit (twice the start's + 0.1) is out of reach: only the judge can stop this run
+        if self.history and ev is self.history[0] and self.repetition_limit(ev) >= 1:
+            # the limit is out of reach: only the judge can stop this run
             out.append(f"the start already repeats itself ({ev.signals['repetition']:.0%} repeated trigrams): "
                        "the repetition signal cannot fire")
         return out

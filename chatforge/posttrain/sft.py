@@ -145,8 +145,8 @@ def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int =
     import contextlib
 
     import torch
-    import torch.nn.functional as F
 
+    from chatforge.posttrain.loop import token_logprobs
     from chatforge.train.distributed import all_reduce_sum
 
     autocast = autocast or contextlib.nullcontext
@@ -162,9 +162,7 @@ def evaluate_loss(model, rows: list[Row], pad_id: int, device, batch_size: int =
             x, y = collate(batch, pad_id, device)
             with autocast():
                 logits = model(x)
-            # over a [B*T, V] view: a transposed [B, V, T] runs CUDA's slow strided softmax kernel
-            losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,
-                                     reduction="none").view(y.shape)
+            losses = -token_logprobs(logits, y) * (y != -1)
             row_sums, row_counts = losses.sum(1).tolist(), (y != -1).sum(1).tolist()
             for r, ls, n in zip(batch, row_sums, row_counts):
                 for key in ("val_loss", f"val/{r.set_name}" if r.set_name else None):
