@@ -169,6 +169,16 @@ def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, 
             "passes": stats["wall_seconds"], "cpu_s": cpu, "timeline": tl}
 
 
+def _shared_data() -> Path:
+    """../shared/data, which must hold web/ (the 320 pages); else exit with what to do."""
+    from chatforge.common import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
+        sys.exit("no ../shared/data/web: set CHATFORGE_SHARED_DATA (or pass --warc for builds)")
+    return shared
+
+
 def make_input(tmp: Path, warc: str | None) -> Path:
     path = tmp / "src.warc.gz"
     if warc:
@@ -177,11 +187,7 @@ def make_input(tmp: Path, warc: str | None) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from data_pipeline import make_warc  # the same writer and URLs as the pipeline benchmark
 
-    from chatforge.common import shared_data_dir
-
-    shared = shared_data_dir()
-    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
-        sys.exit("no ../shared/data/web (set CHATFORGE_SHARED_DATA) and no --warc given")
+    shared = _shared_data()
     n = make_warc(shared, path, 1)
     print(f"input: {n} pages from {shared / 'web'} -> {path.stat().st_size / 1e6:.1f} MB WARC.gz", flush=True)
     return path
@@ -213,11 +219,7 @@ def ceiling(widths: list[int], extractor: str, rounds: int) -> list[dict]:
     pages, no build around it. If this scales no better than the build, the cores are the limit."""
     import multiprocessing as mp
 
-    from chatforge.common import shared_data_dir
-
-    shared = shared_data_dir()
-    if shared is None or not (shared / "web" / "expected-snippets.json").exists():
-        sys.exit("no ../shared/data/web (set CHATFORGE_SHARED_DATA)")
+    shared = _shared_data()
     ctx, rows = mp.get_context("spawn"), []
     for w in widths:
         with ctx.Manager() as manager, ctx.Pool(w) as pool:
