@@ -9,15 +9,18 @@
 #
 #   OUT=DIR bash scripts/gpu_posttrain_bench.sh
 #   DPO_ACCUM=2 OUT=DIR bash ...   # 2 x 8 pairs per optimizer step (`chatforge dpo`'s default 16)
+#   RL=0 DPO_OPTS=adamw OUT=DIR bash ...   # DPO only, AdamW only
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-posttrain-bench-out}
 mkdir -p "$OUT"
-timeout 240 $PY benchmarks/rl_throughput.py --device cuda --preset d12 --prompts 16 --group 8 --new-tokens 256 \
-  --steps 10 --warmup 3 --json "$OUT/rl_throughput.json" > "$OUT/rl_throughput.log" 2>&1
-echo "rl_throughput: exit $?"; grep -A6 "^ours:\|^GRPO throughput" "$OUT/rl_throughput.log"
+if [ "${RL:-1}" != 0 ]; then
+  timeout 240 $PY benchmarks/rl_throughput.py --device cuda --preset d12 --prompts 16 --group 8 --new-tokens 256 \
+    --steps 10 --warmup 3 --json "$OUT/rl_throughput.json" > "$OUT/rl_throughput.log" 2>&1
+  echo "rl_throughput: exit $?"; grep -A6 "^ours:\|^GRPO throughput" "$OUT/rl_throughput.log"
+fi
 # DPO: our default optimizer (Muon + AdamW), then AdamW alone as TRL; TRL and ours in 2 rounds each
-for opt in muon adamw; do
+for opt in ${DPO_OPTS:-muon adamw}; do
   timeout 150 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
     --accum "${DPO_ACCUM:-1}" --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt \
     --json "$OUT/dpo_throughput_$opt.json" \
