@@ -112,13 +112,21 @@ def with_dpo(stages: list[Stage], preset: Preset, out: Path, device: str, heldou
 
 def with_rl(stages: list[Stage], preset: Preset, out: Path, device: str, eval_flags: list[str],
             chat_tasks: list[str]) -> list[Stage]:
-    """The RL stages (issue 19): GRPO from the SFT run on preset.rl_task (it measures held-out
-    accuracy before and after itself), then the RL run's evaluation: the report's RL column."""
-    rl, sft = out / "rl", out / "sft"
+    """The RL stages (issue 19): with preset.rl_cold_start, a short SFT of the chat model on the task's
+    own conversations (rl-start); then GRPO on preset.rl_task from there (it measures held-out
+    accuracy before and after itself); then the RL run's evaluation: the report's RL column."""
+    rl, start = out / "rl", out / "sft"
+    before = []
+    if preset.rl_cold_start:
+        start = out / "rl-start"
+        before = [Stage("rl-start", ["sft", "--base", str(out / "sft"), "--mix", preset.rl_cold_start_mix,
+                                     "--out", str(start), "--steps", str(preset.rl_cold_start), "--device", device,
+                                     "--eval-every", "0", "--no-probes", *preset.rl_cold_start_extra],
+                        start / "model.safetensors", resume_flag="--resume")]
     extra = {
-        "sft": [Stage("rl", ["rl", "--base", str(sft), "--task", preset.rl_task, "--out", str(rl),
-                             "--steps", str(preset.rl_steps), "--device", device, *preset.rl_extra],
-                      rl / "model.safetensors", resume_flag="--resume")],
+        "sft": [*before, Stage("rl", ["rl", "--base", str(start), "--task", preset.rl_task, "--out", str(rl),
+                                      "--steps", str(preset.rl_steps), "--device", device, *preset.rl_extra],
+                               rl / "model.safetensors", resume_flag="--resume")],
         "eval-sft": [Stage("eval-rl", ["eval", str(rl), *(chat_tasks or ["--tasks", "bpb,t0_mc,gsm8k_tools"]),
                                        "--out", str(out / "eval" / "rl.json"), *eval_flags], out / "eval" / "rl.json")],
     }

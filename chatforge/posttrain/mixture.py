@@ -42,7 +42,7 @@ SOURCES = {
     "file": (_file, False),
     "identity": (synthetic.identity_conversations, True),
     "dont_know": (synthetic.dont_know_conversations, True),
-    "arithmetic": (tasks.arithmetic_conversations, True),  # the RL stage's task, so SFT starts above 0
+    "arithmetic": (tasks.arithmetic_conversations, True),  # the RL task's answer shape, so RL starts above 0
 }
 
 MIXTURES = {
@@ -54,7 +54,7 @@ MIXTURES = {
         {"source": "alpaca_seed", "epochs": 3},
         {"source": "identity", "examples": 1000},
         {"source": "dont_know", "examples": 500},
-        {"source": "arithmetic", "examples": 3000, "args": {"level": 1}},  # the speedrun's RL task
+        {"source": "arithmetic", "examples": 3000, "args": {"level": 1}},  # python-tool answers, RL's shape
     ]},
     # for the CPU speedrun: a few thousand conversations
     "tiny": {"seed": 0, "val_per_set": 20, "sets": [
@@ -65,6 +65,10 @@ MIXTURES = {
         {"source": "identity", "examples": 300},
         {"source": "dont_know", "examples": 100},
         {"source": "arithmetic", "examples": 300, "args": {"level": 1}},
+    ]},
+    # the cpu-tiny speedrun's cold start before RL on arithmetic:0 (presets.Preset.rl_cold_start)
+    "arithmetic": {"seed": 0, "val_per_set": 8, "sets": [
+        {"source": "arithmetic", "examples": 3000, "args": {"level": 0}},
     ]},
     # generated sets only: needs no ../shared/data (CI smoke runs, tests)
     "synthetic": {"seed": 0, "val_per_set": 10, "sets": [

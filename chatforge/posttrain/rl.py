@@ -600,6 +600,19 @@ def plot_rl(run_dir) -> Path:
     return path
 
 
+def _start_label(base) -> str:
+    """'after SFT', or 'after SFT + cold start (...)' when the RL run started from an SFT run of an
+    SFT run (the speedrun's rl-start: a few steps on the task's own conversations)."""
+    try:
+        start = json.loads((Path(base) / "config.json").read_text())
+        parent = json.loads((Path(start["base"]) / "config.json").read_text())
+    except (OSError, KeyError, TypeError, ValueError):
+        return "after SFT"
+    if start.get("kind") == "sft" and parent.get("kind") == "sft":
+        return f"after SFT + cold start ({start.get('step')} steps of `{start.get('mixture', {}).get('name')}`)"
+    return "after SFT"
+
+
 def rl_report_section(out_dir) -> str:
     """The report card's RL section (DIR/rl/): held-out accuracy after SFT and after RL with n and a
     Wilson 95% interval, the run's settings and its plot. '' when there is no finished RL run."""
@@ -615,7 +628,8 @@ def rl_report_section(out_dir) -> str:
     k = cfg["heldout_after"].get("k") or 0
     lines = [f"| model | greedy accuracy | 95% CI (Wilson) | n | pass@1 ({k} samples) | pass@{k} |",
              "|---|---|---|---|---|---|"]
-    for name, h in (("after SFT", cfg.get("heldout_before") or {}), (f"after RL ({cfg.get('step')} steps)", cfg["heldout_after"])):
+    start = _start_label(cfg.get("base"))
+    for name, h in ((start, cfg.get("heldout_before") or {}), (f"after RL ({cfg.get('step')} steps)", cfg["heldout_after"])):
         if h.get("greedy_acc") is None:
             continue
         lo, hi = h.get("ci95") or (float("nan"), float("nan"))
@@ -623,7 +637,8 @@ def rl_report_section(out_dir) -> str:
                      f"{h.get('pass@1', float('nan')):.1%} | {h.get(f'pass@{k}', float('nan')):.1%} |")
     lines += ["", f"Task `{cfg.get('task')}` (held-out problems never trained on), reward `{s.get('reward')}`; "
               f"{s.get('prompts')} problems x {s.get('group')} samples per step, <= {s.get('max_new_tokens')} new "
-              f"tokens, python tool {'on' if s.get('tools') else 'off'}, lr x{s.get('lr_frac')}, KL coefficient "
+              f"tokens at temperature {s.get('temperature')}, python tool {'on' if s.get('tools') else 'off'}, "
+              f"{'Muon + AdamW' if s.get('use_muon', True) else 'AdamW'} at lr x{s.get('lr_frac')}, KL coefficient "
               f"{s.get('kl')}, {s.get('updates')} update(s) per batch."]
     if (rl_dir / "rl.png").is_file():
         lines += ["", f"![RL curves]({os.path.relpath(rl_dir / 'rl.png', out_dir)})"]

@@ -16,12 +16,13 @@ one-line ChatforgeError raised when the task is built, before any model is loade
 The arithmetic task is also an SFT set (`arithmetic_conversations`, source "arithmetic" in the
 mixtures): the reply calls the python tool with the expression and copies its output into the
 answer, the same shape the RL run then reinforces. Levels:
-  0  "What is 7 + 5?"                      two digits 1-9, + or -
+  0  "What is 7 + 5?", "Compute 7 minus 5."  two digits 1-9, + or -, six phrasings
   1  "What is 47 - 25?"                    two numbers 2-99, + or -
   2  a one-step word problem               two numbers 2-20, + or -
   3  a one-step word problem               numbers 2-99, + - or x
   4  a two-step word problem               three numbers 2-50, + then -
-The speedrun's d3 model practises level 1; GSM8K-sized models can start at 3 or 4.
+The cpu-tiny speedrun's d3 model practises level 0 (after a cold start on level-0 conversations);
+GSM8K-sized models can start at 3 or 4.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ _MUL = ["{n} has {a} bags with {b} {x} in each bag. How many {x} does {n} have?"
         "{n} buys {a} packs of {x}. Each pack has {b} {x}. How many {x} does {n} buy?"]
 _TWO = ["{n} has {a} {x}. {p} gets {b} more and then gives away {c}. How many {x} does {n} have now?",
         "{n} had {a} {x}, found {b} more and lost {c}. How many {x} are left?"]
+# level 0's phrasings: 126 sums and differences alone would hold out only ~25 prompts, too few to
+# measure a rise on; six phrasings hold out ~150 (the operands' order is always the expression's)
+_BARE = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?", "What is {a} {word} {b}?",
+         "Calculate {a} {word} {b}.", "How much is {a} {word} {b}?"]
 ARITHMETIC_LEVELS = (0, 1, 2, 3, 4)
 
 
@@ -156,7 +161,9 @@ def arithmetic_problem(rng: random.Random, level: int = 2) -> tuple[Problem, str
             b = rng.randint(2, 12)
         expr = f"{a} {op} {b}"
         value = a + b if op == "+" else a - b if op == "-" else a * b
-        if level <= 1:
+        if level == 0:
+            prompt = rng.choice(_BARE).format(a=a, b=b, op=op, word="plus" if op == "+" else "minus")
+        elif level == 1:
             prompt = f"What is {a} {op} {b}?"
         else:
             prompt = rng.choice(_ADD if op == "+" else _SUB if op == "-" else _MUL).format(a=a, b=b, **fill)
