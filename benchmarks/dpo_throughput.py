@@ -10,7 +10,9 @@ and TRL's layout (`two rows`: prompt + chosen and prompt + rejected, 2 x batch r
 Reference log-probs: `--ref precompute` (ours: default; TRL: precompute_ref_log_probs=True),
 both outside the timed steps, or `--ref online` (a reference forward inside every step).
 Each side runs its own optimizer (ours: Muon + AdamW, or AdamW alone with `--optimizer adamw`;
-TRL: AdamW) and precision (bf16 autocast on CUDA for both, fp32 on CPU). Timed: steps after
+TRL: AdamW) and precision (bf16 autocast on CUDA for both, fp32 on CPU; on CUDA our reference's
+matrices are held in bf16, as in `chatforge dpo`: the same logits, see dpo.frozen_reference;
+`--ref-fp32` keeps them float32 as TRL's reference does). Timed: steps after
 `--warmup`, wall clock with a device sync. The ratio is only meaningful within one run (same
 machine, same load).
 
@@ -144,6 +146,8 @@ def main():
     ap.add_argument("--ref", default="precompute", choices=["precompute", "online"])
     ap.add_argument("--optimizer", default="muon", choices=["muon", "adamw"],
                     help="ours: Muon + AdamW (chatforge dpo's default) or AdamW only (TRL's optimizer)")
+    ap.add_argument("--ref-fp32", action="store_true",
+                    help="ours: keep the reference's matrices in float32 on a GPU (before 2026-12-03)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both: our policy's blocks, TRL's torch_compile")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2, help="rounds over TRL and our layouts; each reports its best")
@@ -155,6 +159,7 @@ def main():
     import transformers
 
     from chatforge.model import GPT, GPTConfig
+    from chatforge.posttrain.dpo import frozen_reference
 
     torch.manual_seed(0)
     cfg = GPTConfig.from_preset(args.preset, vocab_size=args.vocab, seq_len=args.prompt + args.reply + 8)
@@ -174,7 +179,8 @@ def main():
     tok = word_tokenizer(args.vocab)
     ref = GPT(cfg).to(device)
     ref.load_state_dict(state)
-    ref.requires_grad_(False).eval()
+    # as `chatforge dpo`: on a GPU the reference's matrices in bf16 (the same logits under autocast)
+    frozen_reference(ref, bf16=device.type == "cuda" and not args.ref_fp32)
     layouts = [("shared prompt", True), ("two rows", False)]
     ours, trl_sps = {}, 0.0
     for _ in range(args.repeats):  # rounds over TRL and our layouts, best of each: no drift favours one side
@@ -192,7 +198,7 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "preset": args.preset, "params_M": round(policy.num_params() / 1e6, 1),
            "batch_pairs": args.batch, "accum": args.accum, "prompt_tokens": shape[0], "reply_tokens": shape[1], "ref": args.ref,
-           "compile": args.compile, "optimizer": args.optimizer, "torch": torch.__version__,
+           "compile": args.compile, "optimizer": args.optimizer, "ref_fp32": args.ref_fp32, "torch": torch.__version__,
            "repeats": args.repeats, "ours_steps_s": ours_sps,
            "ours_layout": default, "ours_shared_prompt_steps_s": ours["shared prompt"],
            "ours_two_rows_steps_s": ours["two rows"], "trl_steps_s": trl_sps,

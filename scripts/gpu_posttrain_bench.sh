@@ -10,6 +10,7 @@
 #   OUT=DIR bash scripts/gpu_posttrain_bench.sh
 #   DPO_ACCUM=2 OUT=DIR bash ...   # 2 x 8 pairs per optimizer step (`chatforge dpo`'s default 16)
 #   RL=0 DPO_OPTS=adamw OUT=DIR bash ...   # DPO only, AdamW only
+#   DPO_FLAGS=--ref-fp32 OUT=DIR bash ...   # extra flags for benchmarks/dpo_throughput.py
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-posttrain-bench-out}
@@ -22,9 +23,9 @@ fi
 # DPO: our default optimizer (Muon + AdamW), then AdamW alone as TRL; TRL and ours in 2 rounds each
 for opt in ${DPO_OPTS:-muon adamw}; do
   timeout 150 $PY benchmarks/dpo_throughput.py --preset d12 --vocab 32768 --batch 8 --prompt 384 --reply 128 \
-    --accum "${DPO_ACCUM:-1}" --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt \
-    --json "$OUT/dpo_throughput_$opt.json" \
-    --profile --trace "$OUT/dpo_trace_$opt.json.gz" \
-    > "$OUT/dpo_throughput_$opt.log" 2>&1
-  echo "dpo_throughput ($opt): exit $?"; grep -A5 "^DPO steps" "$OUT/dpo_throughput_$opt.log"
+    --accum "${DPO_ACCUM:-1}" --steps 60 --warmup 3 --repeats 2 --ref online --optimizer $opt ${DPO_FLAGS:-} \
+    --json "$OUT/dpo_throughput_$opt${DPO_TAG:-}.json" \
+    --profile --trace "$OUT/dpo_trace_$opt${DPO_TAG:-}.json.gz" \
+    > "$OUT/dpo_throughput_$opt${DPO_TAG:-}.log" 2>&1
+  echo "dpo_throughput ($opt): exit $?"; grep -A5 "^DPO steps" "$OUT/dpo_throughput_$opt${DPO_TAG:-}.log"
 done

@@ -67,6 +67,21 @@ def reply_logps(model, x, y, autocast=None, positions=None, mask=None):
     return torch.zeros(y.size(0), device=x.device, dtype=torch.float32).index_add_(0, rows, -nll)
 
 
+def frozen_reference(model, bf16: bool):
+    """DPO's reference model: frozen, in eval mode, and with bf16=True (a GPU under bf16 autocast)
+    its matrices held in bf16. Autocast casts a weight to bf16 at each use, and a frozen weight's
+    cast is not cached, so a float32 reference paid one cast per matrix per forward (plus its
+    float32 q/k/v concatenation); its logits are the same either way. The output head stays as it
+    is when tied to the embedding, whose lookups feed the residual stream."""
+    model.requires_grad_(False).eval()
+    if bf16:
+        tied = model.lm_head.weight is model.model.embed_tokens.weight
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not (tied and m is model.lm_head):
+                m.weight.data = m.weight.data.to(torch.bfloat16)
+    return model
+
+
 def compile_blocks(model):
     """torch.compile each transformer block in place. (Compiling the model object does nothing
     here: hidden_states calls its blocks directly, never the model's forward.)"""
@@ -183,7 +198,7 @@ def run_dpo(cfg: DPOConfig, log=print) -> Path:
     policy, tokenizer, base_config = load_run(base, device=device)
     if tokenizer is None:
         raise ChatforgeError(f"{base}/tokenizer is missing")
-    ref_model = load_run(base, device=device)[0].requires_grad_(False)
+    ref_model = frozen_reference(load_run(base, device=device)[0], bf16=device.type == "cuda")
     max_len = min(cfg.max_seq_len or policy.config.seq_len, policy.config.seq_len)
     pad_id = tokenizer.bos_id
     autocast = autocast_for(device)

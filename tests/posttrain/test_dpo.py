@@ -55,6 +55,33 @@ def test_reply_logps_count_reply_tokens_only():
     torch.testing.assert_close(reply_logps(model, x, y), (full * (y != -1)).sum(1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_bf16_reference_gives_the_float32_references_log_probs_under_autocast(tied):
+    """dpo.frozen_reference(bf16=True), as `chatforge dpo` builds it on a GPU: its matrices held in
+    bf16 give bit-identical log-probs under bf16 autocast (here the CPU's), since autocast casts
+    each float32 weight to bf16 at use; the weights really are bf16 (the head too, unless tied)."""
+    import copy
+
+    from chatforge.model import GPT, GPTConfig
+    from chatforge.posttrain.dpo import frozen_reference
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("d2", vocab_size=64, seq_len=64, tie_embeddings=tied))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ref = frozen_reference(copy.deepcopy(model), bf16=True)
+    assert ref.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16 and not ref.training
+    assert ref.lm_head.weight.dtype == (torch.float32 if tied else torch.bfloat16)
+    assert ref.model.embed_tokens.weight.dtype == torch.float32 and not any(p.requires_grad for p in ref.parameters())
+    pairs = [PairIds([1, 2, 3, 7, 9], [4, 5], [6]), PairIds([1, 8], [2, 3, 4, 5], [6, 6, 6])]
+    x, y, _ = pair_batch(pairs, pad_id=0, device="cpu")
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    with torch.no_grad():
+        want, got = reply_logps(model.eval(), x, y, autocast), reply_logps(ref, x, y, autocast)
+    assert torch.equal(got, want) and torch.isfinite(got).all()
+
+
 def _tiny_gpt(vocab, seed):
     from chatforge.model import GPT, GPTConfig
 
