@@ -166,7 +166,10 @@ def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, 
     pages = stats["steps"][0]["kept"]
     return {"engine": engine, "workers": workers, "pages": pages, "docs_out": stats["documents_out"],
             "wall": wall, "pages_per_s": pages / wall, "init_s": init, "warm_s": warm, "cold": cold,
-            "passes": stats["wall_seconds"], "cpu_s": cpu, "timeline": tl}
+            "passes": stats["wall_seconds"], "cpu_s": cpu, "timeline": tl,
+            # seconds in each step summed over tasks: which step slows when all cores work
+            "step_ms_per_page": {st["name"]: round(1000 * st.get("seconds", 0.0) / max(1, pages), 3)
+                                 for st in stats["steps"]}}
 
 
 def _shared_data() -> Path:
@@ -297,6 +300,9 @@ def main() -> int:
             print(f"| {engine} | {r['workers']} | {r['pages']} | {r['wall']:.1f} | {r['pages_per_s']:.0f} | {up:.2f} | "
                   f"{up / r['workers']:.2f} | {p['filter']:.1f} / {p['dedup']:.2f} / {p['finish']:.2f} | {tl} | "
                   f"{c['driver']:.1f} / {c['workers']:.1f} / {c.get('ray_daemons', 0):.1f} |")
+    for r in rows:
+        print(f"{r['engine']} {r['workers']}: ms per page in each step: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r.get("step_ms_per_page", {}).items()))
     for r in rows:
         if r["cpu_s"].get("ray_daemons_by_name"):
             print(f"ray {r['workers']}: Ray's own processes' CPU s during the build: {r['cpu_s']['ray_daemons_by_name']}")

@@ -71,8 +71,9 @@ def frozen_reference(model, bf16: bool):
     """DPO's reference model: frozen, in eval mode, and with bf16=True (a GPU under bf16 autocast)
     its matrices held in bf16. Autocast casts a weight to bf16 at each use, and a frozen weight's
     cast is not cached, so a float32 reference paid one cast per matrix per forward (plus its
-    float32 q/k/v concatenation); its logits are the same either way. The output head stays as it
-    is when tied to the embedding, whose lookups feed the residual stream."""
+    float32 q/k/v concatenation); its logits are the same either way, and it takes half the memory.
+    (Speed: +2% at d12 on an H200, within run-to-run noise; docs/benchmarks.md, 2026-12-03.) The
+    output head stays as it is when tied to the embedding, whose lookups feed the residual stream."""
     model.requires_grad_(False).eval()
     if bf16:
         tied = model.lm_head.weight is model.model.embed_tokens.weight
@@ -151,8 +152,8 @@ class DPOConfig:
     shared_prompt: bool | None = None
     # muon: Muon on the hidden matrices + AdamW, as pretraining and SFT; adamw: AdamW on every
     # weight (TRL's DPOTrainer). At a few pairs per step Muon's step is a fixed cost that weighs: at
-    # d12, 8 pairs, on an H200 it spanned 14.7 ms per step under the profiler (2026-12-03), where an
-    # unprofiled step takes 38 ms
+    # d12, 8 pairs, on an H200 the step ran at 19.9 steps/s with muon and 23.1 with adamw (1.40x and
+    # 1.73x TRL's, same call, 2026-12-03)
     optimizer: str = "muon"
 
 
