@@ -122,7 +122,7 @@ def _register_rl(sub):
                     "rewards from a verifier (or a reward model), a policy-gradient step on the sampled tokens.")
     p.add_argument("--base", required=True, help="the chat run to start from (from `chatforge sft`)")
     p.add_argument("--task", default="arithmetic",
-                   help="gsm8k | arithmetic[:LEVEL 0-3] | jsonl:PATH (prompt, answer, verifier per line) (default arithmetic)")
+                   help="gsm8k | arithmetic[:LEVEL 0-4] | jsonl:PATH (prompt, answer, verifier per line) (default arithmetic)")
     p.add_argument("--out", required=True, help="RL run directory to write")
     p.add_argument("--reward", default="verifier", help="verifier (default) | rm:RM_RUN (a trained reward model)")
     p.add_argument("--steps", type=int, default=50)
