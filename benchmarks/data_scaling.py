@@ -2,7 +2,8 @@
 
 Weak scaling: with w workers the input is --files-per-worker (3) * w hard links of one WARC (the 320
 real pages of ../shared/data/web, made by benchmarks/data_pipeline.py's writer; pass --warc to
-use a ready one), each file its own build task, so every worker has the same work at every
+use a ready one), grouped into build tasks by `build.plan_tasks` (~4 per worker when the files
+allow: one copy each at 3 per worker, two at 8), so every worker has the same work at every
 width. pages/s = HTML pages read / build wall time (all three passes: filter, global dedup,
 dedup+pii); efficiency(w) = pages/s(w) / (w * pages/s(1)). The copies are exact duplicates of
 each other, so the global dedup pass sees (and drops) them as it would a crawl's repeats.
@@ -244,7 +245,7 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--extractor", default=BuildConfig().extractor)
-    ap.add_argument("--files-per-worker", type=int, default=3, help="build tasks per worker (one WARC copy each)")
+    ap.add_argument("--files-per-worker", type=int, default=3, help="WARC copies per worker (build.plan_tasks groups them into ~4 tasks per worker)")
     ap.add_argument("--cold", action="store_true", help="no warm-up: the first tasks pay the one-off imports and set-ups")
     ap.add_argument("--ceiling", type=int, metavar="ROUNDS", help="instead of builds: the extractor alone in w "
                     "spawned processes, ROUNDS passes over the 320 pages each (the machine's own scaling)")

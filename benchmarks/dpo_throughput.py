@@ -23,7 +23,6 @@ machine, same load).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import tempfile
@@ -94,9 +93,10 @@ def run_ours(policy, ref, prepared, args, device, shared_prompt=True):
     from chatforge.posttrain.dpo import compile_blocks, dpo_loss, pair_logps, reply_logps
     from chatforge.posttrain.pairs import PairIds, logp_batch
     from chatforge.train.optim import build_optimizers
+    from chatforge.train.trainer import autocast_for
 
     pairs = [PairIds(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in prepared]
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    autocast = autocast_for(device)  # `chatforge dpo`'s: bf16 on CUDA, none on a CPU
     pad = policy.config.vocab_size - 2
     ref_c = ref_r = None
     if args.ref == "precompute":

@@ -11,7 +11,7 @@
 # Output (logs, JSON rows with per-task timelines) goes to $OUT (default ./data-scaling-out).
 #
 #   LIMIT=270 bash scripts/gpu_data_scaling.sh      # seconds for both runs together
-#   WIDTHS=1,16 PER_WORKER=8 COLD=0 bash scripts/gpu_data_scaling.sh   # more tasks per worker
+#   WIDTHS=1,16 PER_WORKER=8 COLD=0 bash scripts/gpu_data_scaling.sh   # more input per worker
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-data-scaling-out}
@@ -19,7 +19,7 @@ LIMIT=${LIMIT:-270}
 PKG=${RAY_PKG:-/tmp/raypkg}
 WIDTHS=${WIDTHS:-1,2,4,8,16}
 ENGINES=${ENGINES:-local,ray}
-PER_WORKER=${PER_WORKER:-3}  # build tasks (WARC copies) per worker
+PER_WORKER=${PER_WORKER:-3}  # WARC copies per worker (grouped into ~4 tasks per worker)
 COLD=${COLD:-1}              # also the cold Ray run
 mkdir -p "$OUT"
 end=$((SECONDS + LIMIT))
