@@ -55,10 +55,10 @@ from pathlib import Path
 
 
 
-def _cfg(extractor: str):
+def _cfg(extractor: str, tasks_per_worker: int = 4):
     from chatforge.data.build import BuildConfig
 
-    return BuildConfig(extractor=extractor, domain_blocklists=(), url_blocklists=())
+    return BuildConfig(extractor=extractor, domain_blocklists=(), url_blocklists=(), tasks_per_worker=tasks_per_worker)
 
 
 def _cpu(rusage_who) -> float:
@@ -110,11 +110,12 @@ def timeline(log: Path, t0: float, workers: int, filter_wall: float) -> dict:
     }
 
 
-def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool, per_worker: int = 3) -> dict:
+def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool, per_worker: int = 3,
+              tasks_per_worker: int = 4) -> dict:
     """One build, in this (fresh) process: start-up untimed, then the timed build."""
     from chatforge.data.build import build, warm_pipeline
 
-    cfg = _cfg(extractor)
+    cfg = _cfg(extractor, tasks_per_worker)
     inputs = tmp / f"in_{engine}_{workers}"
     inputs.mkdir()
     for i in range(per_worker * workers):
@@ -167,6 +168,7 @@ def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, 
     pages = stats["steps"][0]["kept"]
     return {"engine": engine, "workers": workers, "pages": pages, "docs_out": stats["documents_out"],
             "wall": wall, "pages_per_s": pages / wall, "init_s": init, "warm_s": warm, "cold": cold,
+            "files_per_worker": per_worker, "tasks_per_worker": tasks_per_worker,
             "passes": stats["wall_seconds"], "cpu_s": cpu, "timeline": tl,
             # seconds in each step summed over tasks: which step slows when all cores work
             "step_ms_per_page": {st["name"]: round(1000 * st.get("seconds", 0.0) / max(1, pages), 3)
@@ -245,7 +247,10 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--extractor", default=BuildConfig().extractor)
-    ap.add_argument("--files-per-worker", type=int, default=3, help="WARC copies per worker (build.plan_tasks groups them into ~4 tasks per worker)")
+    ap.add_argument("--files-per-worker", type=int, default=3, help="WARC copies per worker (build.plan_tasks groups "
+                    "them into --tasks-per-worker tasks per worker)")
+    ap.add_argument("--tasks-per-worker", type=int, default=BuildConfig().tasks_per_worker,
+                    help="BuildConfig.tasks_per_worker: tasks per worker when the copies allow")
     ap.add_argument("--cold", action="store_true", help="no warm-up: the first tasks pay the one-off imports and set-ups")
     ap.add_argument("--ceiling", type=int, metavar="ROUNDS", help="instead of builds: the extractor alone in w "
                     "spawned processes, ROUNDS passes over the 320 pages each (the machine's own scaling)")
@@ -255,7 +260,7 @@ def main() -> int:
     if args.child:
         engine, w, tmp = args.child
         r = one_build(Path(tmp) / "src.warc.gz", Path(tmp), engine, int(w), args.extractor, args.cold,
-                      args.files_per_worker)
+                      args.files_per_worker, args.tasks_per_worker)
         print("ROW " + json.dumps(r), flush=True)
         return 0
     widths = [int(x) for x in args.workers.split(",")]
@@ -272,7 +277,7 @@ def main() -> int:
         for engine in engines:
             for w in widths:
                 cmd = [sys.executable, __file__, "--child", engine, str(w), str(tmp), "--extractor", args.extractor,
-                       "--files-per-worker", str(args.files_per_worker)]
+                       "--files-per-worker", str(args.files_per_worker), "--tasks-per-worker", str(args.tasks_per_worker)]
                 p = subprocess.run(cmd + (["--cold"] if args.cold else []), capture_output=True, text=True)
                 line = next((x for x in p.stdout.splitlines() if x.startswith("ROW ")), None)
                 if p.returncode or line is None:
@@ -284,7 +289,8 @@ def main() -> int:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
                 print(json.dumps({k: v for k, v in r.items() if k != "timeline"} |
                                  {"timeline": {k: v for k, v in r["timeline"].items() if k != "tasks"}}), flush=True)
-    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {args.files_per_worker} x 320 pages per worker, "
+    print(f"\n{os.cpu_count()} cores, extractor {args.extractor}, {args.files_per_worker} x 320 pages per worker "
+          f"in ~{min(args.files_per_worker, args.tasks_per_worker)} tasks, "
           f"{'cold (one-off imports timed)' if args.cold else 'start-up untimed (Ray: init + warm-up; local: driver warm-up)'}")
     print("| engine | workers | pages | wall s | pages/s | speed-up | efficiency | filter / dedup / finish s "
           "| workers used (max tasks) | first / last worker start s | busy | task s (first / later) | tail s "

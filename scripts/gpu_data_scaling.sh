@@ -12,6 +12,7 @@
 #
 #   LIMIT=270 bash scripts/gpu_data_scaling.sh      # seconds for both runs together
 #   WIDTHS=1,16 PER_WORKER=8 COLD=0 bash scripts/gpu_data_scaling.sh   # more input per worker
+#   ... TPW=4,8 ...   # the same builds with 4 and then 8 tasks per worker
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-data-scaling-out}
@@ -19,7 +20,8 @@ LIMIT=${LIMIT:-270}
 PKG=${RAY_PKG:-/tmp/raypkg}
 WIDTHS=${WIDTHS:-1,2,4,8,16}
 ENGINES=${ENGINES:-local,ray}
-PER_WORKER=${PER_WORKER:-3}  # WARC copies per worker (grouped into ~4 tasks per worker)
+PER_WORKER=${PER_WORKER:-3}  # WARC copies per worker (grouped into TPW tasks per worker)
+TPW=${TPW:-4}                # BuildConfig.tasks_per_worker; a list (4,8) runs the warm builds once for each
 COLD=${COLD:-1}              # also the cold Ray run
 mkdir -p "$OUT"
 end=$((SECONDS + LIMIT))
@@ -40,15 +42,18 @@ if [ "${CEILING:-3}" != 0 ]; then
 fi
 # 1. both engines at 1..16 workers, warm start-up (untimed); 2. Ray cold (its first tasks pay the
 # one-off imports and set-ups) at 1 and 16, the 2026-12-02 table's way, if time is left
-timeout $((end - SECONDS - 45)) $PY -u benchmarks/data_scaling.py --workers "$WIDTHS" --engines "$ENGINES" \
-  --files-per-worker "$PER_WORKER" --json "$OUT/data_scaling.json" >"$OUT/data_scaling.log" 2>&1
-echo "warm run: exit $?"
+for tpw in ${TPW//,/ }; do
+  sfx=$([ "$TPW" = "$tpw" ] && echo "" || echo "_tpw$tpw")
+  timeout $((end - SECONDS - 45)) $PY -u benchmarks/data_scaling.py --workers "$WIDTHS" --engines "$ENGINES" \
+    --files-per-worker "$PER_WORKER" --tasks-per-worker "$tpw" --json "$OUT/data_scaling$sfx.json" >"$OUT/data_scaling$sfx.log" 2>&1
+  echo "warm run, $tpw tasks per worker: exit $?"
+  grep -v '^{' "$OUT/data_scaling$sfx.log" | tail -8
+done
 left=$((end - SECONDS))
 if [ "$left" -gt 30 ] && [ "$COLD" = 1 ]; then
   timeout "$left" $PY -u benchmarks/data_scaling.py --engines ray --workers "1,${WIDTHS##*,}" --cold \
     --json "$OUT/data_scaling_cold.json" >"$OUT/data_scaling_cold.log" 2>&1
   echo "cold run: exit $?"
 fi
-grep -v '^{' "$OUT/data_scaling.log" | tail -20
 [ -f "$OUT/data_scaling_cold.log" ] && grep -v '^{' "$OUT/data_scaling_cold.log" | tail -8
 exit 0

@@ -8,6 +8,8 @@
 #   shorter:       UNTIL=dpo SPEEDRUN_ARGS="--rl-steps 0" ...  (the speedrun up to DPO, without GRPO and the
 #                  report's evaluations; the factuality evaluations then run on their own, FACTS=0 skips them)
 #   RLHF only:     UNTIL=sft FACTS=0 ...  (pretrain, SFT, reward model, judge, guarded RLHF; no DPO win rate)
+#   RLHF, plain:   UNTIL=pretrain ...  (as above, but SFT on the default mixture, without the knowledge
+#                  probe's set, whose refusals make the SFT model's chat replies degenerate from the start)
 #
 # 1. the gpu-d12 speedrun from pretraining on: base (3 passes over the small offline corpus, hence
 #    --batch-tokens 65536 for enough optimizer steps), search index, knowledge probe, SFT with and
@@ -38,7 +40,13 @@ $PY -m chatforge speedrun --preset gpu-d12 --out "$RUN" --from pretrain --batch-
   --sft-steps 400 --until "$UNTIL" --time-limit "$(left)" ${SPEEDRUN_ARGS:-}
 [ -f "$RUN/.speedrun/$UNTIL.json" ] || { echo "time limit: call again to resume"; exit 0; }
 
-if [ "$UNTIL" != export ] && [ "${FACTS:-1}" = 1 ]; then  # the factuality evaluations the speedrun would have run (issue 21)
+if [ "$UNTIL" = pretrain ] && ! finished "$RUN/sft"; then  # plain SFT: the default mixture
+  need 150
+  resume=""; [ -d "$RUN/sft/checkpoint" ] && resume="--resume"
+  capped $PY -m chatforge sft --base "$RUN/base" --out "$RUN/sft" --steps 400 --batch-size 32 --save-every 100 $resume
+fi
+
+if [ "$UNTIL" != export ] && [ "$UNTIL" != pretrain ] && [ "${FACTS:-1}" = 1 ]; then  # the factuality evaluations the speedrun would have run (issue 21)
   for sft in sft sft-noprobe; do
     if [ -d "$RUN/$sft" ] && [ ! -f "$RUN/eval/facts_$sft.json" ]; then
       need 60

@@ -63,6 +63,7 @@ class BuildConfig:
     text_key: str = "text"
     text_chunk_words: int = 2000
     task_bytes: int = 64 << 20            # small input files are grouped into tasks of about this size
+    tasks_per_worker: int = 4             # ...or smaller, so every worker gets this many (a shorter idle tail)
     overrides: dict = field(default_factory=dict)  # per-step keyword overrides, e.g. {"gopher_quality": {"min_doc_words": 20}}
 
     def resolved_blocklists(self) -> tuple[tuple, tuple]:
@@ -167,13 +168,14 @@ def doc_shards(docs_dir) -> list[Path]:
 
 # ------------------------------------------------------------------ tasks
 
-def plan_tasks(files: list[Path], task_bytes: int, workers: int = 1) -> list[list[str]]:
+def plan_tasks(files: list[Path], task_bytes: int, workers: int = 1, per_worker: int = 4) -> list[list[str]]:
     """Group input files (in order) into tasks of about task_bytes; a big file is its own task.
 
-    Tasks are made small enough that every worker gets a few (~4 per worker) when files allow.
+    Tasks are made small enough that every worker gets per_worker of them when files allow: the
+    more tasks, the less time workers that finished early wait for the last one.
     """
     total = sum(f.stat().st_size for f in files)
-    task_bytes = max(1, min(task_bytes, total // (4 * workers) + 1))
+    task_bytes = max(1, min(task_bytes, total // (max(1, per_worker) * workers) + 1))
     tasks, cur, size = [], [], 0
     for f in files:
         s = f.stat().st_size
@@ -461,7 +463,7 @@ def build(inputs, out_dir, workers: int = 1, config: BuildConfig | None = None, 
         for tmp in [*out.glob(".*.tmp"), *work.glob(".*.tmp")]:  # half-written files of a killed run
             tmp.unlink(missing_ok=True)
     else:
-        tasks = plan_tasks(files, cfg.task_bytes, workers)
+        tasks = plan_tasks(files, cfg.task_bytes, workers, cfg.tasks_per_worker)
     atomic_write_json(manifest, {"fingerprint": fp, "inputs": [str(f) for f in files], "tasks": tasks,
                                  "config": dataclasses.asdict(cfg)})
     # build blocklist caches once here, so forked workers only memory-map them

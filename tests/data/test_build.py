@@ -167,3 +167,19 @@ def test_warm_up_page_passes_every_step():
     assert len(out) == 1 and all(s.stats.kept == 1 for s in steps)
     assert pii.stats.counters["emails"] == 1
     warm_pipeline(cfg)
+
+
+def test_plan_tasks_gives_each_worker_its_share(tmp_path):
+    from chatforge.data.build import plan_tasks
+
+    files = []
+    for i in range(16):
+        f = tmp_path / f"part{i:02d}.warc.gz"
+        f.write_bytes(b"x" * 1000)
+        files.append(f)
+    # 16 equal files on 2 workers: 4 tasks each by default (2 files a task), 8 each when asked
+    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2)] == [2] * 8
+    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2, per_worker=8)] == [1] * 16
+    # never smaller than one file, never bigger than task_bytes, order kept
+    assert plan_tasks(files, 1 << 20, workers=2, per_worker=64) == [[str(f)] for f in files]
+    assert [len(t) for t in plan_tasks(files, 2500, workers=1)] == [2] * 8
