@@ -47,6 +47,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,11 +117,12 @@ def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, 
     from chatforge.data.build import build, warm_pipeline
 
     cfg = _cfg(extractor, tasks_per_worker)
-    inputs = tmp / f"in_{engine}_{workers}"
+    here = Path(tempfile.mkdtemp(prefix=f"{engine}_{workers}_", dir=tmp))  # a width may be measured more than once
+    inputs = here / "in"
     inputs.mkdir()
     for i in range(per_worker * workers):
         os.link(warc, inputs / f"part{i:03d}.warc.gz")
-    log = tmp / f"tasks_{engine}_{workers}.jsonl"
+    log = here / "tasks.jsonl"
     os.environ["CHATFORGE_TASK_LOG"] = str(log)  # before ray.init: Ray's workers inherit the driver's environment
     init = warm = 0.0
     if engine == "local" and not cold:
@@ -144,7 +146,7 @@ def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, 
     procs0, self0, kids0 = _proc_cpu(), _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     t = time.perf_counter()
-    stats = build([str(inputs)], tmp / f"out_{engine}_{workers}", workers=workers, quiet=True, engine=engine, config=cfg)
+    stats = build([str(inputs)], here / "out", workers=workers, quiet=True, engine=engine, config=cfg)
     wall = time.perf_counter() - t
     cpu_driver = _cpu(resource.RUSAGE_SELF) - self0
     cpu_kids = _cpu(resource.RUSAGE_CHILDREN) - kids0  # the local pool's workers (reaped at each pass's end)
@@ -298,8 +300,12 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for engine in engines:
         mine = [r for r in rows if r["engine"] == engine]
-        for r in mine:  # speed-up over the narrowest width that ran (the 1-worker one normally)
-            up = r["pages_per_s"] / mine[0]["pages_per_s"] * mine[0]["workers"]
+        if not mine:
+            continue
+        narrow = min(r["workers"] for r in mine)  # speed-up over the narrowest width (median of its runs)
+        base = statistics.median(r["pages_per_s"] for r in mine if r["workers"] == narrow) * narrow
+        for r in mine:
+            up = r["pages_per_s"] / base
             p, t, c = r["passes"], r["timeline"], r["cpu_s"]
             tl = (f"{t['workers_used']} ({t['max_tasks_per_worker']}) | {t['first_start_s']:.2f} / {t['last_first_start_s']:.2f} | "
                   f"{t['busy_frac']:.2f} | {t['task_s']:.2f} ({t['first_task_s']:.2f} / {t['later_task_s']:.2f}) | {t['tail_s']:.2f}"
@@ -307,6 +313,16 @@ def main() -> int:
             print(f"| {engine} | {r['workers']} | {r['pages']} | {r['wall']:.1f} | {r['pages_per_s']:.0f} | {up:.2f} | "
                   f"{up / r['workers']:.2f} | {p['filter']:.1f} / {p['dedup']:.2f} / {p['finish']:.2f} | {tl} | "
                   f"{c['driver']:.1f} / {c['workers']:.1f} / {c.get('ray_daemons', 0):.1f} |")
+    for engine in engines:  # widths measured more than once (--workers 1,16,1,16): their medians
+        mine = [r for r in rows if r["engine"] == engine]
+        widths_seen = sorted({r["workers"] for r in mine})
+        runs = {w: [r["pages_per_s"] for r in mine if r["workers"] == w] for w in widths_seen}
+        if mine and max(len(v) for v in runs.values()) > 1:
+            narrow = widths_seen[0]
+            base = statistics.median(runs[narrow]) / narrow
+            print(f"{engine}, medians: " + ", ".join(
+                f"{w} workers {statistics.median(v):.0f} pages/s ({len(v)} runs: {', '.join(f'{x:.0f}' for x in v)}), "
+                f"efficiency {statistics.median(v) / (w * base):.2f}" for w, v in runs.items()))
     for r in rows:
         print(f"{r['engine']} {r['workers']}: ms per page in each step: "
               + ", ".join(f"{k} {v:.2f}" for k, v in r.get("step_ms_per_page", {}).items()))
