@@ -237,7 +237,7 @@ def prompt_task(path: str = "hh-rlhf", seed: int = 0, val_frac: float = 0.1):
                 out.append(Problem(q, "", "contains"))  # "" is contained in every reply
         return out
 
-    return ListTask(f"pairs:{Path(str(path)).name}", problems(train), problems(val))
+    return ListTask(f"pairs:{Path(str(path)).name}", problems(train), problems(val), checkable=False)
 
 
 # ---------------------------------------------------------------------------------------------

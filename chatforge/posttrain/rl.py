@@ -397,15 +397,21 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
         sync_engine_weights(model, engine)
     logger = RunLogger(out, enabled=info.is_main, config=meta, resume_step=step if resuming else None)
 
+    # a task without answers to check (RLHF's prompts: the reward model is the reward) has no accuracy
+    # to measure; its evaluations only save snapshots for on_eval (the guard scores its own replies)
+    checkable = getattr(task, "checkable", True)
+
     def run_eval(at_step) -> dict:
         t = time.time()
         res = evaluate_heldout(engine, heldout, cfg.pass_k, eval_tokens, cfg.temperature, cfg.top_k, cfg.tools,
-                               cfg.rollout_batch, rank, world, device)
+                               cfg.rollout_batch, rank, world, device) if checkable else {}
         rec = {"step": at_step, "kind": "eval", **res, "eval_s": round(time.time() - t, 2)}
         logger.log(rec)
-        log(f"step {at_step:>5}/{cfg.steps} | held-out greedy {res['greedy_acc']:.1%} "
-            f"[{res['ci95'][0]:.1%}, {res['ci95'][1]:.1%}] n={res['n']} | pass@1 {res['pass@1']:.1%} "
-            f"pass@{cfg.pass_k} {res[f'pass@{cfg.pass_k}']:.1%} | {rec['eval_s']:.1f}s")
+        if checkable:
+            passk = f" pass@{cfg.pass_k} {res[f'pass@{cfg.pass_k}']:.1%}" if cfg.pass_k else ""
+            log(f"step {at_step:>5}/{cfg.steps} | held-out greedy {res['greedy_acc']:.1%} "
+                f"[{res['ci95'][0]:.1%}, {res['ci95'][1]:.1%}] n={res['n']} | pass@1 {res['pass@1']:.1%}"
+                f"{passk} | {rec['eval_s']:.1f}s")
         if cfg.snapshots and info.is_main:
             save_weights(out / "snapshots" / f"step_{at_step:06d}.safetensors", model_state_dict(model))
         return rec
@@ -511,8 +517,8 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
                 f"KL {rec['kl']:.4f} | rollout {t_roll:.1f}s train {t_train:.1f}s | {fmt_duration(elapsed)} elapsed, "
                 f"ETA {fmt_duration(elapsed / max(1, step - step0) * (cfg.steps - step))}")
         if due(cfg.eval_every, step, cfg.steps):
-            ev = run_eval(step)
-            if cfg.on_eval is not None and cfg.on_eval(step, ev):
+            last = run_eval(step)
+            if cfg.on_eval is not None and cfg.on_eval(step, last):
                 log(f"stopped at step {step} by the on_eval hook")
                 stop = True
                 continue
@@ -520,9 +526,10 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
             save_checkpoint(out, model, optimizers, step=step, loader_state=data_state,
                             tokenizer=base / "tokenizer", is_main=info.is_main, run_config=meta)
 
-    last = run_eval(step)
-    if cfg.on_eval is not None and not stop:
-        cfg.on_eval(step, last)
+    if not stop:  # a stopped run was evaluated at this step already
+        last = run_eval(step)
+        if cfg.on_eval is not None:
+            cfg.on_eval(step, last)
     if first is None:  # resumed: the start-of-run evaluation is in the log
         first = logged_start(out, kind="eval")
     keys = ("greedy_acc", "n", "correct", "ci95", "pass@1", f"pass@{cfg.pass_k}", "k")
@@ -535,9 +542,10 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
             log(f"(no plot: {type(e).__name__}: {e})")
     logger.close()
     dist.teardown()
-    log(f"RL run written to {out}: held-out greedy accuracy {first.get('greedy_acc', float('nan')):.1%} -> "
-        f"{last['greedy_acc']:.1%} (n={last['n']}), pass@1 {first.get('pass@1', float('nan')):.1%} -> "
-        f"{last['pass@1']:.1%}")
+    log(f"RL run written to {out}" + (f": held-out greedy accuracy {first.get('greedy_acc', float('nan')):.1%} -> "
+                                      f"{last['greedy_acc']:.1%} (n={last['n']}), pass@1 "
+                                      f"{first.get('pass@1', float('nan')):.1%} -> {last['pass@1']:.1%}"
+                                      if checkable else f" (task {task.name}: no answers to check)"))
     return out
 
 
@@ -555,7 +563,7 @@ def plot_rl(run_dir) -> Path:
     run_dir = Path(run_dir)
     recs = read_log(run_dir / "log.jsonl")
     tr = [r for r in recs if r.get("kind") == "train"]
-    ev = [r for r in recs if r.get("kind") == "eval"]
+    ev = [r for r in recs if r.get("kind") == "eval" and "greedy_acc" in r]  # none for RLHF: no answers
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     s = [r["step"] for r in tr]
 
@@ -577,6 +585,8 @@ def plot_rl(run_dir) -> Path:
         if k:
             ax.plot(es, [r.get(f"pass@{k}", 0) for r in ev], "o-", label=f"pass@{k}")
         ax.set_title(f"held-out (n={ev[-1]['n']})")
+    else:
+        ax.set_title("held-out: no answers to check")
     for ax, key, title in ((axes[0, 2], "response_len", "response length (sampled tokens)"),
                            (axes[1, 0], "tool_call_rate", "tool-call rate"),
                            (axes[1, 1], "entropy", "entropy (nats / token)"),

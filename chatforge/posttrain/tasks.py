@@ -95,6 +95,7 @@ class Task:
 
     name: str = ""
     n_train: int | None = None
+    checkable: bool = True  # False: no answers (RLHF's prompts), so no held-out accuracy to measure
 
     def problem(self, i: int) -> Problem:
         raise NotImplementedError
@@ -104,12 +105,13 @@ class Task:
 
 
 class ListTask(Task):
-    def __init__(self, name: str, train: list[Problem], test: list[Problem]):
+    def __init__(self, name: str, train: list[Problem], test: list[Problem], checkable: bool = True):
         if not train:
             raise ChatforgeError(f"task {name}: no training problems")
         if not test:
             raise ChatforgeError(f"task {name}: no held-out problems")
         self.name, self.train, self.test, self.n_train = name, train, test, len(train)
+        self.checkable = checkable
 
     def problem(self, i: int) -> Problem:
         return self.train[i % len(self.train)]

@@ -84,6 +84,18 @@ def test_a_zigzagging_run_whose_judge_never_recovers_is_stopped():
     assert [e.signals["parting_streak"] for e in g.history] == [0, 1, 2, 3]
 
 
+def test_the_live_d12_run_it_stopped():
+    """The live d12 RLHF run 4 (H200, 2026-12-03, docs/runs/gpu-d12-rlhf4-guard.jsonl), which the
+    guard stopped at step 30: both signals fired at every evaluation after the start."""
+    g = RewardHackingGuard(patience=3)
+    seq = [(0, 0.348, 0.678, 0.131, 15.6), (10, 0.776, 0.592, 0.540, 65.4), (20, 0.648, 0.630, 0.415, 42.6),
+           (30, 0.598, 0.529, 0.646, 56.4)]
+    stops = [g.update(GuardEval(s, r, j, {"repetition": rep, "length": n})) for s, r, j, rep, n in seq]
+    assert stops == [False, False, False, True] and g.best.step == 0 and "judge" in g.reason
+    assert [e.signals["parting_streak"] for e in g.history] == [0, 1, 2, 3]
+    assert [e.signals["degenerate"] for e in g.history] == [False, True, True, True]
+
+
 def test_repetitive_replies_stop_a_run_whose_judge_is_fooled_too():
     """The second d12 RLHF run (H200): the judge, trained from the same SFT model, liked the
     repetitive replies as much as the optimised reward did; the repetition signal stops the run,
@@ -139,3 +151,7 @@ def test_rlhf_run_with_guard_end_to_end(sft_and_pairs, tmp_path, one_torch_threa
     assert all({"reward", "judge", "repetition", "distinct_2", "length_ratio"} <= set(e) for e in summary["evals"])
     assert json.loads((out / "config.json").read_text())["rl"]["kl"] == 0.05  # KL on by default against an RM
     assert (out / "guard.png").is_file()
+    # RLHF's prompts have no answers: no held-out accuracy is measured (it would read 100%), the plot still comes
+    evals = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert evals and not any("greedy_acc" in e for e in evals)
+    assert (out / "rl.png").is_file()

@@ -279,6 +279,8 @@ def test_a_tiny_run_writes_a_run_directory_logs_plot_and_resumes(sft_run, tmp_pa
     # the on_eval hook stops a run (a reward-hacking guard); what it has is saved as the run
     part = _tiny(sft_run, tmp_path / "part", on_eval=lambda step, rec: step == 2, snapshots=True)
     assert json.loads((part / "config.json").read_text())["step"] == 2
+    recs = [json.loads(x) for x in (part / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "eval"] == [0, 2]  # the stop's evaluation is not redone
     assert sorted(p.name for p in (part / "snapshots").iterdir()) == ["step_000000.safetensors", "step_000002.safetensors"]
 
     # killed after the step-2 checkpoint (at step 3's evaluation): --resume continues from step 2
