@@ -56,7 +56,7 @@ from pathlib import Path
 
 
 
-def _cfg(extractor: str, tasks_per_worker: int = 4):
+def _cfg(extractor: str, tasks_per_worker: int = 8):
     from chatforge.data.build import BuildConfig
 
     return BuildConfig(extractor=extractor, domain_blocklists=(), url_blocklists=(), tasks_per_worker=tasks_per_worker)
@@ -112,7 +112,7 @@ def timeline(log: Path, t0: float, workers: int, filter_wall: float) -> dict:
 
 
 def one_build(warc: Path, tmp: Path, engine: str, workers: int, extractor: str, cold: bool, per_worker: int = 3,
-              tasks_per_worker: int = 4) -> dict:
+              tasks_per_worker: int = 8) -> dict:
     """One build, in this (fresh) process: start-up untimed, then the timed build."""
     from chatforge.data.build import build, warm_pipeline
 

@@ -21,7 +21,7 @@ PKG=${RAY_PKG:-/tmp/raypkg}
 WIDTHS=${WIDTHS:-1,2,4,8,16}
 ENGINES=${ENGINES:-local,ray}
 PER_WORKER=${PER_WORKER:-3}  # WARC copies per worker (grouped into TPW tasks per worker)
-TPW=${TPW:-4}                # BuildConfig.tasks_per_worker; a list (4,8) runs the warm builds once for each
+TPW=${TPW:-8}                # BuildConfig.tasks_per_worker; a list (4,8) runs the warm builds once for each
 COLD=${COLD:-1}              # also the cold Ray run
 mkdir -p "$OUT"
 end=$((SECONDS + LIMIT))

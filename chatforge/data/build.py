@@ -63,7 +63,7 @@ class BuildConfig:
     text_key: str = "text"
     text_chunk_words: int = 2000
     task_bytes: int = 64 << 20            # small input files are grouped into tasks of about this size
-    tasks_per_worker: int = 4             # ...or smaller, so every worker gets this many (a shorter idle tail)
+    tasks_per_worker: int = 8             # ...or smaller, so every worker gets this many (a shorter idle tail)
     overrides: dict = field(default_factory=dict)  # per-step keyword overrides, e.g. {"gopher_quality": {"min_doc_words": 20}}
 
     def resolved_blocklists(self) -> tuple[tuple, tuple]:
@@ -168,7 +168,7 @@ def doc_shards(docs_dir) -> list[Path]:
 
 # ------------------------------------------------------------------ tasks
 
-def plan_tasks(files: list[Path], task_bytes: int, workers: int = 1, per_worker: int = 4) -> list[list[str]]:
+def plan_tasks(files: list[Path], task_bytes: int, workers: int = 1, per_worker: int = 8) -> list[list[str]]:
     """Group input files (in order) into tasks of about task_bytes; a big file is its own task.
 
     Tasks are made small enough that every worker gets per_worker of them when files allow: the

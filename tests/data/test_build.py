@@ -177,9 +177,9 @@ def test_plan_tasks_gives_each_worker_its_share(tmp_path):
         f = tmp_path / f"part{i:02d}.warc.gz"
         f.write_bytes(b"x" * 1000)
         files.append(f)
-    # 16 equal files on 2 workers: 4 tasks each by default (2 files a task), 8 each when asked
-    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2)] == [2] * 8
-    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2, per_worker=8)] == [1] * 16
+    # 16 equal files on 2 workers: 8 tasks each by default (1 file a task), 4 each when asked
+    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2)] == [1] * 16
+    assert [len(t) for t in plan_tasks(files, 1 << 20, workers=2, per_worker=4)] == [2] * 8
     # never smaller than one file, never bigger than task_bytes, order kept
     assert plan_tasks(files, 1 << 20, workers=2, per_worker=64) == [[str(f)] for f in files]
-    assert [len(t) for t in plan_tasks(files, 2500, workers=1)] == [2] * 8
+    assert [len(t) for t in plan_tasks(files, 2500, workers=1, per_worker=4)] == [2] * 8
