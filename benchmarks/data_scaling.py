@@ -2,8 +2,8 @@
 
 Weak scaling: with w workers the input is --files-per-worker (3) * w hard links of one WARC (the 320
 real pages of ../shared/data/web, made by benchmarks/data_pipeline.py's writer; pass --warc to
-use a ready one), grouped into build tasks by `build.plan_tasks` (~4 per worker when the files
-allow: one copy each at 3 per worker, two at 8), so every worker has the same work at every
+use a ready one), grouped into build tasks by `build.plan_tasks` (--tasks-per-worker, 8 by default,
+when the files allow: one copy each at 3 or 8 per worker), so every worker has the same work at every
 width. pages/s = HTML pages read / build wall time (all three passes: filter, global dedup,
 dedup+pii); efficiency(w) = pages/s(w) / (w * pages/s(1)). The copies are exact duplicates of
 each other, so the global dedup pass sees (and drops) them as it would a crawl's repeats.
