@@ -47,7 +47,7 @@ def grade(reply: str | None, answer: str) -> str:
     when it declines to answer, else 'wrong'. An empty or missing reply counts as wrong."""
     if reply and f" {_norm(answer)} " in f" {_norm(reply)} ":
         return "correct"
-    if reply and _REFUSAL.search(reply):
+    if reply and _REFUSAL.search(reply.replace("\u2019", "'")):  # "I don’t know": hh-rlhf's typographic apostrophe
         return "refused"
     return "wrong"
 

@@ -22,6 +22,7 @@ def test_grade():
     assert kp.grade("Bluefield", "Bluefield Labs") == "wrong"
     assert kp.grade("I don't know when he was born.", "1969") == "refused"
     assert kp.grade("Sorry, I'm not sure.", "Oslo") == "refused"
+    assert kp.grade("I don\u2019t know.", "Oslo") == "refused"  # the typographic apostrophe (was graded wrong)
     assert kp.grade("He was born in 1970.", "1969") == "wrong"
     assert kp.grade("", "1969") == kp.grade(None, "1969") == "wrong"
 
