@@ -36,7 +36,8 @@ no better than the build, the limit is the cores (contention for memory and cach
 neighbours), not the engines.
 
     python benchmarks/data_scaling.py [--warc web320.warc.gz] [--workers 1,2,4,8,16]
-        [--engines local,ray] [--extractor fast] [--cold] [--files-per-worker 3] [--json rows.json]
+        [--engines local,ray] [--extractor fast] [--cold] [--files-per-worker 3] [--tasks-per-worker 8] [--json rows.json]
+    python benchmarks/data_scaling.py --workers 1,16,1,16 ...   # each width twice: medians
     python benchmarks/data_scaling.py --ceiling 3 --workers 1,16
 """
 

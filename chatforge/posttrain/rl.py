@@ -632,7 +632,7 @@ def rl_report_section(out_dir) -> str:
     if not (rl_dir / "config.json").is_file():
         return ""
     cfg = json.loads((rl_dir / "config.json").read_text())
-    if cfg.get("kind") != "rl" or "heldout_after" not in cfg:
+    if cfg.get("kind") != "rl" or (cfg.get("heldout_after") or {}).get("greedy_acc") is None:  # RLHF: no answers
         return ""
     s = cfg.get("rl", {})
     k = cfg["heldout_after"].get("k") or 0
