@@ -2,7 +2,7 @@
 
 cpu-tiny   the default. A 2-core laptop, no GPU, no internet, <= 15 minutes: a d3 model (2.9M
            parameters, 3 layers x 192) on 1.3M tokens of real text, a short SFT, evaluations on
-           small samples. Idle 2 cores train d3 at ~5-6k tokens/s (8-12 minutes in all); far below
+           small samples. Idle 2 cores train d3 at ~4-5k tokens/s (8-14 minutes in all); far below
            Chinchilla's 20 tokens/parameter, a small model on more tokens beats a bigger one.
 smoke      cpu-tiny shrunk until the whole chain runs in about a minute (CI).
 gpu-d12    one H100, under an hour in total: a d12 model (~110M parameters), 20 tokens per
@@ -78,7 +78,8 @@ PRESETS = {
         name="cpu-tiny",
         description="2 CPU cores, offline, <= 15 min: d3 model (2.9M parameters), 1.3M tokens of real text",
         # the whole run: 1.5M tokens 16.0 min; 1.3M 12.1 and 9.0 (idle, 2026-12-02), 7.9 (idle, 2026-12-03),
-        # 11.8 with the RL cold start (idle, 2026-12-03; its pretraining took 4.9 min against 4.4 the run before)
+        # 11.8 with the RL cold start (idle, 2026-12-03; its pretraining took 4.9 min against 4.4 the run before),
+        # 10.9 and later 13.5 on the same box once it had slowed (its unchanged tokenizer stage 5.4 s -> 9.3 s)
         model="d3", seq_len=512, train_tokens=1_300_000, batch_tokens=8192,
         train_extra=("--eval-every", "30", "--eval-tokens", "16384", "--save-every", "30"),
         sft_steps=100, sft_batch_size=8, sft_extra=("--eval-every", "0"),

@@ -399,7 +399,7 @@ def run_rl(cfg: RLConfig, log=print) -> Path:
 
     # a task without answers to check (RLHF's prompts: the reward model is the reward) has no accuracy
     # to measure; its evaluations only save snapshots for on_eval (the guard scores its own replies)
-    checkable = getattr(task, "checkable", True)
+    checkable = task.checkable
 
     def run_eval(at_step) -> dict:
         t = time.time()
