@@ -299,14 +299,15 @@ def main() -> int:
           "| workers used (max tasks) | first / last worker start s | busy | task s (first / later) | tail s "
           "| CPU s driver / workers / Ray daemons |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    # pages/s of each engine's runs by width (a width may repeat: --workers 1,16,1,16), and the
+    # per-worker rate of its narrowest width (the median of its runs) that speed-ups are taken over
+    by_width = {e: {} for e in engines}
+    for r in rows:
+        by_width[r["engine"]].setdefault(r["workers"], []).append(r["pages_per_s"])
+    per_worker = {e: statistics.median(v[min(v)]) / min(v) for e, v in by_width.items() if v}
     for engine in engines:
-        mine = [r for r in rows if r["engine"] == engine]
-        if not mine:
-            continue
-        narrow = min(r["workers"] for r in mine)  # speed-up over the narrowest width (median of its runs)
-        base = statistics.median(r["pages_per_s"] for r in mine if r["workers"] == narrow) * narrow
-        for r in mine:
-            up = r["pages_per_s"] / base
+        for r in (r for r in rows if r["engine"] == engine):
+            up = r["pages_per_s"] / per_worker[engine]
             p, t, c = r["passes"], r["timeline"], r["cpu_s"]
             tl = (f"{t['workers_used']} ({t['max_tasks_per_worker']}) | {t['first_start_s']:.2f} / {t['last_first_start_s']:.2f} | "
                   f"{t['busy_frac']:.2f} | {t['task_s']:.2f} ({t['first_task_s']:.2f} / {t['later_task_s']:.2f}) | {t['tail_s']:.2f}"
@@ -314,16 +315,11 @@ def main() -> int:
             print(f"| {engine} | {r['workers']} | {r['pages']} | {r['wall']:.1f} | {r['pages_per_s']:.0f} | {up:.2f} | "
                   f"{up / r['workers']:.2f} | {p['filter']:.1f} / {p['dedup']:.2f} / {p['finish']:.2f} | {tl} | "
                   f"{c['driver']:.1f} / {c['workers']:.1f} / {c.get('ray_daemons', 0):.1f} |")
-    for engine in engines:  # widths measured more than once (--workers 1,16,1,16): their medians
-        mine = [r for r in rows if r["engine"] == engine]
-        widths_seen = sorted({r["workers"] for r in mine})
-        runs = {w: [r["pages_per_s"] for r in mine if r["workers"] == w] for w in widths_seen}
-        if mine and max(len(v) for v in runs.values()) > 1:
-            narrow = widths_seen[0]
-            base = statistics.median(runs[narrow]) / narrow
+    for engine, runs in by_width.items():  # widths measured more than once: their medians
+        if runs and max(len(v) for v in runs.values()) > 1:
             print(f"{engine}, medians: " + ", ".join(
                 f"{w} workers {statistics.median(v):.0f} pages/s ({len(v)} runs: {', '.join(f'{x:.0f}' for x in v)}), "
-                f"efficiency {statistics.median(v) / (w * base):.2f}" for w, v in runs.items()))
+                f"efficiency {statistics.median(v) / (w * per_worker[engine]):.2f}" for w, v in sorted(runs.items())))
     for r in rows:
         print(f"{r['engine']} {r['workers']}: ms per page in each step: "
               + ", ".join(f"{k} {v:.2f}" for k, v in r.get("step_ms_per_page", {}).items()))
